@@ -1,0 +1,142 @@
+"""The plain records that cross module boundaries.
+
+Every module hands these frozen dataclasses to the next one and never reaches back
+into the module that called it, so each step (dataset, engine, scorers, metrics,
+baseline, report) can be used and tested without pytest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Direction = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One dataset row chosen for a run.
+
+    ``digest`` is the sha256 of the row's canonical JSON: the run's dataset
+    fingerprint is built from the digests, so a changed row is noticed even
+    when its id stays the same.
+    """
+
+    id: str
+    index: int
+    fields: Mapping[str, Any]
+    digest: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a target is asked for one example."""
+
+    benchmark: str
+    example_id: str
+    prompt: str
+    system: str | None = None
+    generation: Mapping[str, Any] = field(default_factory=dict)
+    tools: tuple[Mapping[str, Any], ...] = ()
+    # The example's fields, for Python targets and `http` body templates.
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.benchmark, self.example_id)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call as the model made it; ``arguments`` is the raw JSON text."""
+
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A target's answer to one request."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    latency_ms: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached: bool = False
+    attempts: int = 1
+
+
+class TargetError(Exception):
+    """A request that failed; ``retryable`` tells the engine whether to try again."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Score:
+    """A scorer's verdict on one example; ``detail`` explains a low score (optional)."""
+
+    value: float
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """How far a metric may move against its direction before it is a regression.
+
+    Exactly one of ``rel`` (a fraction of the old value) and ``abs`` (in the
+    metric's unit) is set.
+    """
+
+    rel: float | None = None
+    abs: float | None = None
+
+    def to_json(self) -> dict[str, float]:
+        return {"rel": self.rel} if self.rel is not None else {"abs": float(self.abs or 0.0)}
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One aggregated metric; the same shape in results.jsonl, baselines and reports."""
+
+    metric_id: str  # "<benchmark>.<metric name>"
+    value: float
+    ci: tuple[float, float] | None
+    samples_used: int
+    direction: Direction
+    unit: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.metric_id.split(".", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ExampleResult:
+    """What happened to one example: its scores, or the error that stopped it."""
+
+    benchmark: str
+    id: str
+    index: int
+    digest: str
+    target: str
+    scores: Mapping[str, float]
+    response: str
+    error: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    details: Mapping[str, str] = field(default_factory=dict)

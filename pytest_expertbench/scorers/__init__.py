@@ -1,0 +1,73 @@
+"""The scorer registry.
+
+A scorer family is a module that registers factories with :func:`scorer`. A factory
+takes the options written under the scorer's name in the benchmark YAML (and a
+:class:`ScorerContext` with what the benchmark says beyond them) and returns the
+scoring function; it raises :class:`OptionError` for a bad option, so that a
+wrong benchmark file fails when it is loaded, before any model is asked.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_expertbench.records import Completion, Example, Score
+
+ScoreFunction = Callable[[Completion, Example], Score]
+
+
+@dataclass(frozen=True)
+class ScorerContext:
+    """What a scorer may need from its benchmark besides its own options."""
+
+    benchmark_path: Path
+    tools: tuple[Mapping[str, Any], ...] = ()
+
+
+ScorerFactory = Callable[[Mapping[str, Any], ScorerContext], ScoreFunction]
+
+_BUILTIN_FAMILIES = ("match", "text", "math", "structured", "tools", "safety")
+_REGISTRY: dict[str, ScorerFactory] = {}
+
+
+class OptionError(ValueError):
+    """A scorer option is missing or of the wrong kind; ``key`` names it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+def scorer(name: str) -> Callable[[ScorerFactory], ScorerFactory]:
+    """Register a scorer factory under the name used in benchmark YAML."""
+
+    def register(factory: ScorerFactory) -> ScorerFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return register
+
+
+def register_scorer(name: str, factory: ScorerFactory) -> None:
+    """Add a scorer from outside the package (plugin hooks, entry points)."""
+    _REGISTRY[name] = factory
+
+
+def get_scorer(name: str) -> ScorerFactory | None:
+    _load_builtins()
+    return _REGISTRY.get(name)
+
+
+def scorer_names() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def _load_builtins() -> None:
+    for family in _BUILTIN_FAMILIES:
+        importlib.import_module(f"{__name__}.{family}")

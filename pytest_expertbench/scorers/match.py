@@ -1,0 +1,1 @@
+"""Scorers: match (filled in by its own change)."""

@@ -1,0 +1,1 @@
+"""Scorers: math (filled in by its own change)."""

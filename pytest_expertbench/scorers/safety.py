@@ -1,0 +1,1 @@
+"""Scorers: safety (filled in by its own change)."""

@@ -1,0 +1,1 @@
+"""Scorers: structured (filled in by its own change)."""

@@ -1,0 +1,1 @@
+"""Scorers: text (filled in by its own change)."""

@@ -1,0 +1,1 @@
+"""Scorers: tools (filled in by its own change)."""
