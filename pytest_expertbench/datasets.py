@@ -1,0 +1,208 @@
+"""Dataset rows → the examples of one run, identical in every process.
+
+Files (JSONL, JSON, CSV, Parquet) and hub datasets are read through the Hugging Face
+``datasets`` library, so a team's data loads the same way it does in their training
+code. Sampling uses a seeded numpy generator over row positions and then restores
+dataset order, so every xdist worker (and every rerun) picks the same examples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pytest_expertbench.config import Benchmark, ConfigError, DatasetSpec
+from pytest_expertbench.records import Example
+
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class ExampleSet:
+    """The examples one benchmark runs in one suite, and what identifies them."""
+
+    benchmark: str
+    suite: str
+    source: str
+    examples: tuple[Example, ...]
+    total: int  # rows in the dataset before sampling
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.examples)
+
+
+def fingerprint(examples: Iterable[Example]) -> str:
+    """sha256 over the ids and row digests, in run order."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(f"{example.id}\t{example.digest}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def row_digest(fields: Mapping[str, Any]) -> str:
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_examples(
+    benchmark: Benchmark, suite: str, *, seed: int = 0, limit: int | None = None
+) -> ExampleSet:
+    """Read, check and sample the rows ``benchmark`` runs in ``suite``."""
+    rows = load_rows(benchmark)
+    columns = _columns(rows, benchmark)
+    _check_fields(benchmark, columns)
+    size = benchmark.suites.get(suite)
+    if limit is not None:
+        size = limit if size is None else min(size, limit)
+    positions = sample_positions(len(rows), size, seed)
+    examples = tuple(_example(benchmark, rows[i], i) for i in positions)
+    _check_unique_ids(benchmark, examples)
+    return ExampleSet(
+        benchmark=benchmark.name,
+        suite=suite,
+        source=benchmark.dataset.describe(),
+        examples=examples,
+        total=len(rows),
+    )
+
+
+def sample_positions(total: int, size: int | None, seed: int) -> list[int]:
+    """``size`` row positions drawn without replacement, in dataset order."""
+    if size is None or size >= total:
+        return list(range(total))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(total, size=size, replace=False))
+
+
+def load_rows(benchmark: Benchmark) -> Sequence[Mapping[str, Any]]:
+    spec = benchmark.dataset
+    _quiet_datasets()
+    if spec.hub is not None:
+        return _hub_rows(benchmark, spec)
+    return _file_rows(benchmark, spec)
+
+
+def _file_rows(benchmark: Benchmark, spec: DatasetSpec) -> Sequence[Mapping[str, Any]]:
+    assert spec.file is not None
+    builder = FILE_BUILDERS.get(spec.file.suffix.lower())
+    if builder is None:
+        raise ConfigError(
+            benchmark.path,
+            "dataset.file",
+            f"cannot read {spec.file.name}: expected one of {', '.join(FILE_BUILDERS)}",
+        )
+    if not spec.file.is_file():
+        raise ConfigError(benchmark.path, "dataset.file", f"no such file: {spec.file}")
+    import datasets
+
+    try:
+        data = datasets.load_dataset(builder, data_files=str(spec.file), split="train")
+    except Exception as exc:  # the library raises many kinds for a malformed file
+        raise ConfigError(
+            benchmark.path, "dataset.file", f"cannot read {spec.file}: {_one_line(exc)}"
+        ) from None
+    return data.to_list()  # type: ignore[no-any-return]
+
+
+def _hub_rows(benchmark: Benchmark, spec: DatasetSpec) -> Sequence[Mapping[str, Any]]:
+    import datasets
+
+    hub = spec.hub
+    assert hub is not None
+    try:
+        data = datasets.load_dataset(hub.path, hub.name, split=hub.split, revision=hub.revision)
+    except Exception as exc:
+        raise ConfigError(
+            benchmark.path, "dataset.hf", _hub_failure(hub.path, hub.name, exc)
+        ) from None
+    return data.to_list()  # type: ignore[no-any-return]
+
+
+def _hub_failure(path: str, name: str | None, exc: Exception) -> str:
+    offline = (
+        os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    )
+    reason = _one_line(exc)
+    how = (
+        f'fetch it once on a machine with network: python -c "import datasets; '
+        f'datasets.load_dataset({path!r}, {name!r})" (it is then read from the local cache)'
+    )
+    if offline or "offline" in reason.lower() or "connect" in reason.lower():
+        return f"{path} is not in the local Hugging Face cache and the hub is not reachable; {how}"
+    return f"cannot load {path}: {reason}"
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], benchmark: Benchmark) -> set[str]:
+    if not rows:
+        raise ConfigError(benchmark.path, "dataset", "the dataset has no rows")
+    columns = set(rows[0])
+    for new, old in benchmark.dataset.renames.items():
+        if old not in columns:
+            raise ConfigError(
+                benchmark.path,
+                f"dataset.fields.{new}",
+                f"the dataset has no column {old!r} (columns: {', '.join(sorted(columns))})",
+            )
+        columns.add(new)
+    return columns
+
+
+def _check_fields(benchmark: Benchmark, columns: set[str]) -> None:
+    id_field = benchmark.dataset.id_field
+    if id_field is not None and id_field not in columns:
+        raise ConfigError(
+            benchmark.path,
+            "dataset.id",
+            f"the dataset has no column {id_field!r} (columns: {', '.join(sorted(columns))})",
+        )
+    missing = benchmark.template_fields() - columns
+    if missing:
+        raise ConfigError(
+            benchmark.path,
+            "prompt" if missing & benchmark.template_fields() else "scorers",
+            f"uses {{{sorted(missing)[0]}}}, which the dataset does not have "
+            f"(columns: {', '.join(sorted(columns))})",
+        )
+
+
+def _example(benchmark: Benchmark, row: Mapping[str, Any], position: int) -> Example:
+    fields = dict(row)
+    for new, old in benchmark.dataset.renames.items():
+        fields[new] = row[old]
+    id_field = benchmark.dataset.id_field
+    example_id = str(row[id_field]) if id_field is not None else str(position)
+    return Example(id=example_id, index=position, fields=fields, digest=row_digest(row))
+
+
+def _check_unique_ids(benchmark: Benchmark, examples: Sequence[Example]) -> None:
+    seen: dict[str, int] = {}
+    for example in examples:
+        if example.id in seen:
+            raise ConfigError(
+                benchmark.path,
+                "dataset.id",
+                f"the id {example.id!r} is used by rows {seen[example.id]} and {example.index}: "
+                "ids must be unique",
+            )
+        seen[example.id] = example.index
+
+
+def _quiet_datasets() -> None:
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    logging.getLogger("datasets").setLevel(logging.ERROR)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

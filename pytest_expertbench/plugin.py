@@ -1,0 +1,564 @@
+"""pytest hooks: options, collection, items and the session gate.
+
+This is the only module that knows pytest. Everything it does is delegated to plain
+modules (``run``, ``engine``, ``report``, …); the hooks translate between pytest's
+objects and those modules' records. Per-process state lives in ``config.stash``.
+Under xdist every process collects and asks the model for its own items; only the
+controller aggregates, compares and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_expertbench import hookspecs, report
+from pytest_expertbench.baseline import BaselineError
+from pytest_expertbench.config import ConfigError, TargetSpec, parse_threshold
+from pytest_expertbench.files import atomic_write_text
+from pytest_expertbench.records import Completion, ExampleResult, TargetError, ToolCall
+from pytest_expertbench.run import (
+    Plan,
+    PlannedBenchmark,
+    ScoreError,
+    Settings,
+    conclude,
+    failed_example,
+    item_verdict,
+    make_plan,
+    make_request,
+    run_id,
+    score_example,
+)
+from pytest_expertbench.scorers import register_scorer
+
+BUILTIN_MARKERS = {
+    "gpu": "needs a GPU (deselect with -m 'not gpu')",
+    "heavy": "a large or expensive benchmark",
+    "slow": "a benchmark that takes long",
+}
+FAST_DIST_MODES = ("no", "loadfile", "loadscope")
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class _Option:
+    name: str  # the part after --expert-bench-; "" for --expert-bench itself
+    help: str
+    kind: str = "string"  # string | path | int | bool
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--expert-bench" + (f"-{self.name}" if self.name else "")
+
+    @property
+    def ini(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+OPTIONS = (
+    _Option(
+        "",
+        "run the benchmarks of these suites (comma-separated); off when absent",
+        metavar="SUITES",
+    ),
+    _Option("dir", "where benchmark YAML files live [benchmarks_suites]", "path"),
+    _Option("targets", "the targets file [<dir>/targets.yaml]", "path"),
+    _Option("target", "the model under test, by name [the targets file's default]", metavar="NAME"),
+    _Option("baseline-dir", "where baselines live [baselines]", "path"),
+    _Option("baseline", "compare against this baseline label [the target's name]", metavar="LABEL"),
+    _Option("save-baseline", "write this run as the target's baseline", "bool"),
+    _Option("threshold", "relative threshold of metrics without their own [0.05]", metavar="T"),
+    _Option(
+        "report-dir", "where results.jsonl and summary.md go [reports/expertbench/<run-id>]", "path"
+    ),
+    _Option("concurrency", "model requests in flight per process [16]", "int", "N"),
+    _Option("limit", "at most N examples per benchmark", "int", "N"),
+    _Option("seed", "sampling and bootstrap seed [0]", "int", "N"),
+    _Option("cache", "response cache: on, off or refresh [on]", metavar="MODE"),
+    _Option("cache-dir", "where the response cache lives [.expertbench/cache]", "path"),
+    _Option("record", "write this run's answers as a replay file", "path"),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("expertbench", "model benchmarks (pytest-expertbench)")
+    for option in OPTIONS:
+        dest = option.ini
+        if option.kind == "bool":
+            group.addoption(
+                option.flag, action="store_true", default=None, dest=dest, help=option.help
+            )
+            parser.addini(option.ini, option.help, type="bool", default=False)
+        else:
+            group.addoption(
+                option.flag, default=None, dest=dest, metavar=option.metavar, help=option.help
+            )
+            parser.addini(option.ini, option.help, default="")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def _value(config: pytest.Config, name: str) -> Any:
+    """An option's command-line value, else its ini twin, else None."""
+    option = next(o for o in OPTIONS if o.name == name)
+    value = config.getoption(option.ini)
+    from_cli = value is not None
+    if not from_cli:
+        value = config.getini(option.ini)
+        if value in ("", None, False):
+            return None
+    if option.kind == "path":
+        base = config.invocation_params.dir if from_cli else _ini_dir(config)
+        return (base / str(value)).resolve()
+    if option.kind == "int":
+        try:
+            number = int(value)
+        except ValueError:
+            raise pytest.UsageError(
+                f"{option.flag}: expected a whole number, got {value!r}"
+            ) from None
+        if number < (1 if name in ("concurrency", "limit") else 0):
+            raise pytest.UsageError(f"{option.flag}: {number} is too small")
+        return number
+    return value
+
+
+def _ini_dir(config: pytest.Config) -> Path:
+    return config.inipath.parent if config.inipath else config.rootpath
+
+
+def settings_from(config: pytest.Config, suites: str) -> Settings:
+    root = _ini_dir(config)
+    bench_dir = _value(config, "dir") or root / "benchmarks_suites"
+    threshold_text = _value(config, "threshold") or "0.05"
+    cache = _value(config, "cache") or "on"
+    if cache not in ("on", "off", "refresh"):
+        raise pytest.UsageError(f"--expert-bench-cache: expected on, off or refresh, got {cache!r}")
+    try:
+        threshold = parse_threshold(_number_or_text(threshold_text), "--expert-bench-threshold", "")
+    except ConfigError as exc:
+        raise pytest.UsageError(f"--expert-bench-threshold: {exc.message}") from None
+    return Settings(
+        suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
+        bench_dir=bench_dir,
+        targets_path=_value(config, "targets") or bench_dir / "targets.yaml",
+        target=_value(config, "target"),
+        baseline_dir=_value(config, "baseline-dir") or root / "baselines",
+        baseline_label=_value(config, "baseline"),
+        save_baseline=bool(_value(config, "save-baseline")),
+        threshold=threshold,
+        report_dir=_value(config, "report-dir") or root / "reports" / "expertbench" / run_id(),
+        concurrency=_value(config, "concurrency") or 16,
+        limit=_value(config, "limit"),
+        seed=_value(config, "seed") or 0,
+        cache=cache,
+        cache_dir=_value(config, "cache-dir") or root / ".expertbench" / "cache",
+        record=_value(config, "record"),
+    )
+
+
+def _number_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class ProcessRun:
+    """What one process (controller or xdist worker) needs to run items."""
+
+    plan: Plan
+    engine: Any = None  # engine.Engine, created at the first item
+    prefetched: set[str] = field(default_factory=set)  # node ids already handed to the engine
+
+
+@dataclass
+class Collected:
+    """The controller's results, streamed to a partial file as they arrive."""
+
+    partial: Path
+    results: dict[str, ExampleResult] = field(default_factory=dict)
+    writer: report.JsonlWriter | None = None
+    outcomes: list[report.BenchmarkResult] | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+RUN_KEY = pytest.StashKey[ProcessRun]()
+COLLECTED_KEY = pytest.StashKey[Collected]()
+RECORD_KEY = pytest.StashKey[dict[str, Any]]()
+COMPLETION_KEY = pytest.StashKey[Completion]()
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+# --------------------------------------------------------------------------- configure
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in BUILTIN_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    suites = _value(config, "")
+    if not suites:
+        return
+    _register_third_party_scorers(config)
+    settings = settings_from(config, suites)
+    try:
+        plan = make_plan(settings, with_baselines=_is_controller(config))
+    except (ConfigError, BaselineError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for planned in plan.benchmarks:
+        for marker in planned.benchmark.markers:
+            if marker not in BUILTIN_MARKERS:
+                config.addinivalue_line("markers", f"{marker}: from {planned.benchmark.path.name}")
+    config.stash[RUN_KEY] = ProcessRun(plan=plan)
+    if _is_controller(config):
+        partial = settings.report_dir / "results.partial.jsonl"
+        config.stash[COLLECTED_KEY] = Collected(partial=partial)
+        config.pluginmanager.register(ResultSink(config), "expertbench-results")
+    _collect_benchmark_dir(config, settings.bench_dir)
+
+
+def _register_third_party_scorers(config: pytest.Config) -> None:
+    config.hook.pytest_expertbench_register_scorers(register=register_scorer)
+    for entry in entry_points(group="pytest_expertbench.scorers"):
+        register_scorer(entry.name, entry.load())
+
+
+def _collect_benchmark_dir(config: pytest.Config, bench_dir: Path) -> None:
+    """Make pytest collect the benchmark directory.
+
+    With no paths on the command line (testpaths or the current directory) a
+    benchmark run collects only the benchmarks; with explicit paths, the benchmark
+    directory is added unless a path already points into it.
+    """
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args[:] = [str(bench_dir)]
+        return
+    base = config.invocation_params.dir
+    for arg in config.args:
+        path = (base / arg.split("::", 1)[0]).resolve()
+        if path == bench_dir or bench_dir in path.parents or path in bench_dir.parents:
+            return
+    config.args.append(str(bench_dir))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        return None
+    plan = run.plan
+    names = ", ".join(f"{p.benchmark.name} ({len(p.examples.examples)})" for p in plan.benchmarks)
+    lines = [
+        f"expertbench: target {plan.target.name} ({plan.target.kind}), "
+        f"suites {','.join(plan.settings.suites)}: {names}"
+    ]
+    dist = config.getoption("dist", "no")
+    if config.getoption("numprocesses", None) and dist not in FAST_DIST_MODES:
+        lines.append(
+            f"expertbench: --dist {dist} spreads a benchmark over workers, which then ask the "
+            "model in smaller batches; use --dist loadfile for full speed (same results)"
+        )
+    return lines
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None and run.engine is not None:
+        run.engine.close()
+        run.engine = None
+
+
+# --------------------------------------------------------------------------- collection
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    run = parent.config.stash.get(RUN_KEY, None)
+    if run is None or file_path.suffix not in (".yaml", ".yml"):
+        return None
+    planned = run.plan.by_path().get(file_path.resolve())
+    if planned is None:
+        return None
+    collector: BenchmarkFile = BenchmarkFile.from_parent(parent, path=file_path)
+    collector.planned = planned
+    return collector
+
+
+class BenchmarkFile(pytest.File):
+    """One benchmark YAML file: collects one item per selected example."""
+
+    planned: PlannedBenchmark
+
+    def collect(self) -> Iterator[BenchmarkItem]:
+        bench = self.planned.benchmark
+        for example in self.planned.examples.examples:
+            item: BenchmarkItem = BenchmarkItem.from_parent(
+                self, name=f"{bench.name}[{_safe_id(example.id)}]"
+            )
+            item.example_index = example.index
+            item.example = example
+            for marker in bench.markers:
+                item.add_marker(marker)
+            yield item
+
+
+def _safe_id(example_id: str) -> str:
+    text = example_id.replace("::", ":").replace("\n", " ")
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+class ExampleError(Exception):
+    """An item that could not be asked or scored: reported as one line, no traceback."""
+
+
+class BenchmarkItem(pytest.Item):
+    """One example: asked in setup (so an unreachable model errors the item), scored in call."""
+
+    parent: BenchmarkFile
+
+    @property
+    def planned(self) -> PlannedBenchmark:
+        return self.parent.planned
+
+    def setup(self) -> None:
+        run = self.config.stash[RUN_KEY]
+        _prefetch(self, run)
+        request = make_request(self.planned.benchmark, self.example)
+        try:
+            completion = run.engine.result(request)
+        except TargetError as exc:
+            self._record(
+                failed_example(
+                    self.planned.benchmark, self.example, run.plan.target.name, exc.message
+                )
+            )
+            raise ExampleError(f"model request failed: {exc.message}") from None
+        self.stash[COMPLETION_KEY] = completion
+
+    def runtest(self) -> None:
+        run = self.config.stash[RUN_KEY]
+        bench = self.planned.benchmark
+        completion = self.stash[COMPLETION_KEY]
+        try:
+            result = score_example(bench, self.example, completion, run.plan.target.name)
+        except ScoreError as exc:
+            self._record(failed_example(bench, self.example, run.plan.target.name, str(exc)))
+            raise ExampleError(str(exc)) from None
+        self._record(result)
+        why = item_verdict(bench, result)
+        if why is not None:
+            raise ExampleError(f"item_pass: {why}")
+
+    def _record(self, result: ExampleResult) -> None:
+        self.stash[RECORD_KEY] = result_to_json(result)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.name
+
+
+def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
+    """Hand the engine the requests this process will need next, ahead of the item loop.
+
+    Under no xdist, --dist loadfile and loadscope a benchmark file runs whole in one
+    process, so its first item queues them all. Under --dist load only the items
+    already sent to this worker are known, so those are queued as they arrive;
+    under other modes (worksteal) an item asks only for itself, which keeps every
+    example asked exactly once.
+    """
+    if run.engine is None:
+        run.engine = _make_engine(item.config, run.plan)
+    dist = item.config.getoption("dist", "no") if not _is_controller(item.config) else "no"
+    if dist in FAST_DIST_MODES:
+        upcoming = [
+            i
+            for i in item.session.items
+            if isinstance(i, BenchmarkItem) and i.parent is item.parent
+        ]
+    elif dist == "load":
+        upcoming = _queued_items(item)
+    else:
+        upcoming = [item]
+    fresh = [i for i in upcoming if i.nodeid not in run.prefetched]
+    if fresh:
+        run.prefetched.update(i.nodeid for i in fresh)
+        run.engine.prefetch([make_request(i.planned.benchmark, i.example) for i in fresh])
+
+
+def _queued_items(item: BenchmarkItem) -> list[BenchmarkItem]:
+    """The items xdist has already sent this worker (its pending queue), this one first."""
+    items = item.session.items
+    queued: list[BenchmarkItem] = [item]
+    for plugin in item.config.pluginmanager.get_plugins():
+        queue = getattr(plugin, "torun", None)
+        if queue is None or not hasattr(queue, "lock"):
+            continue
+        with queue.lock() as pending:
+            indices = [i for i in pending if isinstance(i, int)]
+        queued += [items[i] for i in indices if isinstance(items[i], BenchmarkItem)]
+    return queued
+
+
+def _make_engine(config: pytest.Config, plan: Plan) -> Any:
+    from pytest_expertbench.cache import ResponseCache
+    from pytest_expertbench.engine import Engine, EngineSettings
+
+    target = make_target(config, plan.target)
+    settings = plan.settings
+    cache = None
+    if settings.cache != "off":
+        cache = ResponseCache(settings.cache_dir / "responses.sqlite3", mode=settings.cache)
+    engine_settings = EngineSettings(
+        concurrency=plan.target.concurrency or settings.concurrency,
+        timeout_s=plan.target.timeout_s,
+        max_retries=plan.target.max_retries,
+        requests_per_minute=plan.target.requests_per_minute,
+    )
+    return Engine(target, engine_settings, cache)
+
+
+def make_target(config: pytest.Config, spec: TargetSpec) -> Any:
+    from pytest_expertbench.targets import build_target
+
+    made = config.hook.pytest_expertbench_make_target(spec=spec)
+    return made if made is not None else build_target(spec)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    rep = yield
+    if not isinstance(item, BenchmarkItem):
+        return rep
+    if call.excinfo is not None and call.excinfo.errisinstance(ExampleError):
+        rep.longrepr = f"{item.nodeid}: {call.excinfo.value}"
+    if call.when == "teardown" and RECORD_KEY in item.stash:
+        rep.expertbench = item.stash[RECORD_KEY]  # JSON-plain: crosses xdist with the report
+    return rep
+
+
+class ResultSink:
+    """The controller's listener: keeps each example's record as its report arrives.
+
+    A plugin object (as xdist's DSession is) because ``pytest_runtest_logreport``
+    is not handed the config; the state itself stays in ``config.stash``.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = getattr(report, "expertbench", None)
+        collected = self.config.stash.get(COLLECTED_KEY, None)
+        if record is None or collected is None:
+            return
+        result = result_from_json(record)
+        collected.results[report.nodeid] = result
+        try:
+            if collected.writer is None:
+                collected.partial.parent.mkdir(parents=True, exist_ok=True)
+                collected.writer = report.JsonlWriter(collected.partial)
+            collected.writer.write(report.example_row(result))
+        except OSError as exc:
+            collected.problems.append(f"cannot write {collected.partial}: {exc}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    collected = config.stash.get(COLLECTED_KEY, None)
+    run = config.stash.get(RUN_KEY, None)
+    if collected is None or run is None:
+        return
+    if collected.writer is not None:
+        collected.writer.close()
+    try:
+        outcomes = conclude(run.plan, collected.results.values())
+        write_reports(run.plan, outcomes, collected)
+    except (OSError, BaselineError) as exc:
+        collected.problems.append(f"could not finish the reports: {exc}")
+        outcomes = []
+    collected.outcomes = outcomes
+    failed = any(o.verdict.failed for o in outcomes) or bool(collected.problems)
+    if failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def write_reports(
+    plan: Plan, outcomes: Sequence[report.BenchmarkResult], collected: Collected
+) -> None:
+    directory = plan.settings.report_dir
+    if not outcomes:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        rows.append(report.run_row(outcome))
+        rows += [report.example_row(e) for e in outcome.examples]
+        rows += report.metric_rows(outcome, plan.settings.threshold)
+    atomic_write_text(directory / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    summary = report.markdown(outcomes)
+    atomic_write_text(directory / "summary.md", summary)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as handle:
+            handle.write(summary + "\n")
+    collected.partial.unlink(missing_ok=True)
+    if plan.settings.record is not None:
+        from pytest_expertbench.targets.replay import write_replay
+
+        write_replay(
+            plan.settings.record, [e for o in outcomes for e in o.examples if e.error is None]
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    collected = config.stash.get(COLLECTED_KEY, None)
+    if collected is None or collected.outcomes is None:
+        return
+    run = config.stash[RUN_KEY]
+    terminalreporter.write_sep("=", "expertbench")
+    if not collected.outcomes:
+        terminalreporter.write_line("no benchmark example ran: nothing compared")
+    for line in report.terminal_lines(collected.outcomes):
+        terminalreporter.write_line(
+            line, red=line.startswith("REGRESSION"), bold=line.startswith("REGRESSION")
+        )
+    for outcome in collected.outcomes:
+        if outcome.baseline_note:
+            terminalreporter.write_line(
+                f"baseline {outcome.snapshot.benchmark}: {outcome.baseline_note}"
+            )
+    for problem in collected.problems:
+        terminalreporter.write_line(f"ERROR {problem}", red=True)
+    if collected.outcomes:
+        terminalreporter.write_line(f"results: {run.plan.settings.report_dir}")
+
+
+# --------------------------------------------------------------------------- records
+
+
+def result_to_json(result: ExampleResult) -> dict[str, Any]:
+    return asdict(result)
+
+
+def result_from_json(doc: dict[str, Any]) -> ExampleResult:
+    calls = tuple(ToolCall(**c) for c in doc.get("tool_calls", ()))
+    return ExampleResult(**{**doc, "tool_calls": calls})

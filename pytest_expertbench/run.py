@@ -1,0 +1,306 @@
+"""One benchmark run, without pytest: the plan, the scoring of one example, the verdict.
+
+``plugin.py`` turns pytest's options into :class:`Settings`, asks :func:`make_plan`
+for what to run, calls :func:`score_example` in each item and, on the controller,
+:func:`conclude` once every result is in. Keeping this here means the whole run is
+testable as plain functions and the hooks stay one-liners.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pytest_expertbench import __version__
+from pytest_expertbench import baseline as baselines
+from pytest_expertbench.baseline import DatasetInfo, Snapshot
+from pytest_expertbench.config import (
+    Benchmark,
+    ConfigError,
+    TargetSpec,
+    load_benchmarks,
+    load_targets,
+)
+from pytest_expertbench.datasets import ExampleSet, fingerprint, load_examples
+from pytest_expertbench.metrics import aggregate
+from pytest_expertbench.records import (
+    Completion,
+    Example,
+    ExampleResult,
+    MetricResult,
+    Request,
+    Threshold,
+)
+from pytest_expertbench.report import BenchmarkResult
+
+CacheMode = Literal["on", "off", "refresh"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option of a run, already resolved to values and absolute paths."""
+
+    suites: tuple[str, ...]
+    bench_dir: Path
+    targets_path: Path
+    target: str | None = None
+    baseline_dir: Path = Path("baselines")
+    baseline_label: str | None = None
+    save_baseline: bool = False
+    threshold: Threshold = field(default_factory=lambda: Threshold(rel=0.05))
+    report_dir: Path = Path("reports/expertbench")
+    concurrency: int = 16
+    limit: int | None = None
+    seed: int = 0
+    cache: CacheMode = "on"
+    cache_dir: Path = Path(".expertbench/cache")
+    record: Path | None = None
+
+
+@dataclass(frozen=True)
+class PlannedBenchmark:
+    benchmark: Benchmark
+    suite: str
+    examples: ExampleSet
+    baseline_path: Path
+    baseline: Snapshot | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    settings: Settings
+    target: TargetSpec
+    benchmarks: tuple[PlannedBenchmark, ...]
+
+    def by_path(self) -> dict[Path, PlannedBenchmark]:
+        return {p.benchmark.path.resolve(): p for p in self.benchmarks}
+
+    @property
+    def baseline_label(self) -> str:
+        return self.settings.baseline_label or self.target.name
+
+
+class ScoreError(Exception):
+    """A scorer gave something that is not a finite number."""
+
+
+def make_plan(settings: Settings, *, with_baselines: bool) -> Plan:
+    """Load and check everything a run needs; raises ConfigError or BaselineError.
+
+    A benchmark in several chosen suites runs once, in the first suite named.
+    """
+    target = load_targets(settings.targets_path).get(settings.target)
+    chosen = []
+    for bench in load_benchmarks(settings.bench_dir):
+        suite = next((s for s in settings.suites if s in bench.suites), None)
+        if suite is not None:
+            chosen.append((bench, suite))
+    if not chosen:
+        raise ConfigError(
+            settings.bench_dir,
+            "suites",
+            f"no benchmark belongs to the suite(s) {', '.join(settings.suites)}",
+        )
+    label = settings.baseline_label or target.name
+    planned = []
+    for bench, suite in chosen:
+        examples = load_examples(bench, suite, seed=settings.seed, limit=settings.limit)
+        path = baselines.baseline_path(settings.baseline_dir, label, suite, bench.name)
+        snapshot = baselines.load(path) if with_baselines else None
+        planned.append(PlannedBenchmark(bench, suite, examples, path, snapshot))
+    return Plan(settings=settings, target=target, benchmarks=tuple(planned))
+
+
+def make_request(benchmark: Benchmark, example: Example) -> Request:
+    from pytest_expertbench.template import render
+
+    return Request(
+        benchmark=benchmark.name,
+        example_id=example.id,
+        prompt=render(benchmark.prompt, example.fields),
+        system=render(benchmark.system, example.fields) if benchmark.system else None,
+        generation=benchmark.generation,
+        tools=benchmark.tools,
+        fields=example.fields,
+    )
+
+
+def score_example(
+    benchmark: Benchmark, example: Example, completion: Completion, target: str
+) -> ExampleResult:
+    """Every score of one answer; raises ScoreError for a score that is not a finite number."""
+    scores: dict[str, float] = {"latency_ms": completion.latency_ms}
+    if completion.completion_tokens and completion.latency_ms > 0:
+        scores["tokens_per_s"] = completion.completion_tokens / (completion.latency_ms / 1000)
+    details: dict[str, str] = {}
+    for i, spec in enumerate(benchmark.scorers):
+        score = spec.function(completion, example)
+        value = score.value
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise ScoreError(
+                f"{benchmark.path.name}: scorers[{i}] ({spec.kind}) gave {value!r} for "
+                f"example {example.id}: a score must be a finite number"
+            )
+        scores[spec.name] = float(value)
+        if score.detail:
+            details[spec.name] = score.detail
+    return ExampleResult(
+        benchmark=benchmark.name,
+        id=example.id,
+        index=example.index,
+        digest=example.digest,
+        target=target,
+        scores=scores,
+        response=completion.text,
+        tool_calls=completion.tool_calls,
+        details=details,
+    )
+
+
+def failed_example(
+    benchmark: Benchmark, example: Example, target: str, error: str
+) -> ExampleResult:
+    return ExampleResult(
+        benchmark=benchmark.name,
+        id=example.id,
+        index=example.index,
+        digest=example.digest,
+        target=target,
+        scores={},
+        response="",
+        error=error,
+    )
+
+
+def item_verdict(benchmark: Benchmark, result: ExampleResult) -> str | None:
+    """Why an item fails its ``item_pass:`` rule, or None when it passes."""
+    rule = benchmark.item_pass
+    if rule is None:
+        return None
+    value = result.scores.get(rule.score, 0.0)
+    if value >= rule.min:
+        return None
+    detail = result.details.get(rule.score)
+    return f"{rule.score} = {value:g} < {rule.min:g}" + (f": {detail}" if detail else "")
+
+
+def conclude(plan: Plan, results: Iterable[ExampleResult]) -> list[BenchmarkResult]:
+    """Aggregate, compare and (when asked) save baselines for every benchmark that ran."""
+    by_benchmark: dict[str, list[ExampleResult]] = {}
+    for result in results:
+        by_benchmark.setdefault(result.benchmark, []).append(result)
+    environment = environment_info(plan.target)
+    git_sha = current_git_sha(plan.settings.bench_dir)
+    concluded = []
+    for planned in plan.benchmarks:
+        ran = sorted(by_benchmark.get(planned.benchmark.name, []), key=lambda r: r.index)
+        if not ran:
+            continue  # deselected or not run: nothing to compare
+        snapshot = make_snapshot(plan, planned, ran, environment, git_sha)
+        verdict = baselines.compare(planned.baseline, snapshot, plan.settings.threshold)
+        result = BenchmarkResult(
+            snapshot=snapshot,
+            verdict=verdict,
+            examples=tuple(ran),
+            baseline_path=planned.baseline_path,
+        )
+        if plan.settings.save_baseline:
+            result = replace(result, baseline_note=save_baseline(plan, planned, snapshot))
+        concluded.append(result)
+    return concluded
+
+
+def make_snapshot(
+    plan: Plan,
+    planned: PlannedBenchmark,
+    ran: Sequence[ExampleResult],
+    environment: Mapping[str, Any],
+    git_sha: str | None,
+) -> Snapshot:
+    bench = planned.benchmark
+    scored = [r for r in ran if r.error is None]
+    metrics: dict[str, MetricResult] = {}
+    for spec in bench.metrics:
+        values = [r.scores[spec.of] for r in scored if spec.of in r.scores]
+        metric = aggregate(spec, bench.name, values, seed=plan.settings.seed)
+        if metric is not None:
+            metrics[spec.name] = replace(
+                metric, meta={**metric.meta, "errors": len(ran) - len(scored)}
+            )
+    examples_fp = fingerprint(_as_examples(ran))
+    return Snapshot(
+        benchmark=bench.name,
+        suite=planned.suite,
+        target=plan.target.name,
+        captured_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        git_sha=git_sha,
+        plugin_version=__version__,
+        dataset=DatasetInfo(source=planned.examples.source, fingerprint=examples_fp, n=len(ran)),
+        environment=environment,
+        metrics=metrics,
+        examples={r.id: dict(r.scores) for r in scored},
+        thresholds={m.name: m.threshold for m in bench.metrics if m.threshold is not None},
+    )
+
+
+def _as_examples(ran: Sequence[ExampleResult]) -> list[Example]:
+    return [Example(id=r.id, index=r.index, fields={}, digest=r.digest) for r in ran]
+
+
+def save_baseline(plan: Plan, planned: PlannedBenchmark, snapshot: Snapshot) -> str:
+    """Write the run as the target's baseline, unless that would overwrite one by accident.
+
+    A baseline of another dataset (fingerprint) is kept: replacing it must be a
+    deliberate act (delete the file), never a side effect of a partial run (-k, -x).
+    """
+    path = baselines.baseline_path(
+        plan.settings.baseline_dir, plan.target.name, planned.suite, planned.benchmark.name
+    )
+    try:
+        existing = baselines.load(path)
+    except baselines.BaselineError as exc:
+        return f"not saved: the existing file is unreadable ({exc}); move it away first"
+    if existing is not None and existing.dataset.fingerprint != snapshot.dataset.fingerprint:
+        return (
+            f"not saved: {path} holds a baseline of other examples "
+            f"(n={existing.dataset.n}, this run n={snapshot.dataset.n}); delete it to replace it"
+        )
+    baselines.save(path, snapshot)
+    return f"saved to {path}"
+
+
+def environment_info(target: TargetSpec) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": f"{sys.platform}-{platform.machine()}",
+        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or None,
+        "target_kind": target.kind,
+    }
+
+
+def current_git_sha(where: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=where if where.is_dir() else None,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = done.stdout.strip()
+    return sha if done.returncode == 0 and sha else None
+
+
+def run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
