@@ -152,7 +152,7 @@ class Snapshot:
     @classmethod
     def from_json(cls, doc: Any, path: Path) -> Snapshot:
         """Validate a parsed document; every problem is a :class:`BaselineError`."""
-        return _SnapshotReader(path).snapshot(doc)
+        return FieldReader(path).snapshot(doc)
 
     def compare(self, current: Snapshot, default_threshold: Threshold) -> Verdict:
         """Hold ``current`` against this snapshot (the baseline)."""
@@ -162,14 +162,20 @@ class Snapshot:
 # --------------------------------------------------------------------------- reading
 
 
-class _SnapshotReader:
-    """Checks a parsed snapshot field by field, so an error names the exact field."""
+class FieldReader:
+    """Checks parsed JSON field by field, so an error names the exact field.
 
-    def __init__(self, path: Path) -> None:
+    Baseline files and results.jsonl rows share it; ``where`` ("line 12") is put
+    before every field name of a row's errors.
+    """
+
+    def __init__(self, path: Path, where: str = "") -> None:
         self.path = path
+        self.where = where
 
     def fail(self, key: str, message: str) -> BaselineError:
-        return BaselineError(self.path, key, message)
+        field = f"{self.where}: {key}" if self.where and key else self.where or key
+        return BaselineError(self.path, field, message)
 
     def snapshot(self, doc: Any) -> Snapshot:
         doc = self.mapping(doc, "")
@@ -210,10 +216,14 @@ class _SnapshotReader:
         )
 
     def metric(
-        self, benchmark: str, name: str, raw: Any, key: str
+        self, benchmark: str, name: str, raw: Any, key: str, *, value_may_be_null: bool = False
     ) -> tuple[MetricResult, Threshold | None]:
+        """A metric and its own threshold; a null value reads as NaN only when allowed."""
         doc = self.mapping(raw, key)
-        prefix = key + "."
+        prefix = f"{key}." if key else ""
+        raw_value = self.required(doc, "value", prefix)
+        null_ok = raw_value is None and value_may_be_null
+        value = math.nan if null_ok else self.number(raw_value, prefix + "value")
         direction = self.text(doc, "direction", prefix)
         if direction not in ("higher", "lower"):
             raise self.fail(
@@ -221,7 +231,7 @@ class _SnapshotReader:
             )
         metric = MetricResult(
             metric_id=f"{benchmark}.{name}",
-            value=self.number(self.required(doc, "value", prefix), prefix + "value"),
+            value=value,
             ci=self.ci(doc.get("ci"), prefix + "ci"),
             samples_used=self.count(doc, "samples_used", prefix),
             direction="higher" if direction == "higher" else "lower",

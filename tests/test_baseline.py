@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_expertbench import baseline
 from pytest_expertbench.baseline import (
     BaselineError,
     DatasetInfo,
@@ -292,7 +292,7 @@ def test_a_failed_save_keeps_the_old_file_whole(
         raise OSError(28, "No space left on device")
 
     module_name, function = broken.split(".")
-    monkeypatch.setattr(getattr(baseline, module_name), function, fail)
+    monkeypatch.setattr({"json": json, "os": os}[module_name], function, fail)
     with pytest.raises(BaselineError, match="No space left on device"):
         save(path, snapshot({"accuracy": metric("accuracy", 0.9)}))
     assert path.read_bytes() == before
@@ -305,7 +305,7 @@ def test_an_interrupted_save_removes_its_temp_file(
     def interrupt(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(baseline.os, "replace", interrupt)
+    monkeypatch.setattr(os, "replace", interrupt)
     with pytest.raises(KeyboardInterrupt):
         save(tmp_path / "b.json", snapshot())
     assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,522 @@
+"""What a run tells people and machines: results.jsonl rows, a Markdown summary, terminal lines.
+
+The JSONL rows are also a snapshot format of their own: :func:`read_results`
+rebuilds the snapshots from them, so ``expertbench compare`` can hold any run's
+results against a baseline or against another run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from pytest_expertbench.baseline import (
+    BaselineError,
+    DatasetInfo,
+    FieldReader,
+    MetricComparison,
+    Snapshot,
+    Verdict,
+    parse_json,
+)
+from pytest_expertbench.records import ExampleResult, MetricResult, Threshold
+
+FLIPS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Everything the reports say about one benchmark of one run."""
+
+    snapshot: Snapshot
+    verdict: Verdict
+    examples: tuple[ExampleResult, ...]
+    baseline_path: Path | None = None
+    baseline_note: str | None = None  # "saved", "not saved: …"
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON can hold it: mappings, lists, and null where a float is not finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | int):
+        return int(value)  # numpy integers
+    if isinstance(value, numbers.Real) and not isinstance(value, int | float):
+        return plain(float(value))
+    return value
+
+
+def plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(key): plain(value) for key, value in row.items()}
+
+
+class JsonlWriter:
+    """Appends rows to a JSONL file and flushes each, so a crash loses nothing already written.
+
+    The file is opened for appending: rows of an earlier run in the same file stay,
+    and :func:`read_results` keeps the last complete run of each benchmark.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: TextIO = path.open("a", encoding="utf-8")
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        line = json.dumps(plain_row(row), ensure_ascii=False, allow_nan=False)
+        self._file.write(line + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def example_row(result: ExampleResult) -> dict[str, Any]:
+    """One example's row, as soon as it is scored."""
+    row: dict[str, Any] = {
+        "type": "example",
+        "benchmark": result.benchmark,
+        "id": result.id,
+        "index": result.index,
+        "digest": result.digest,
+        "target": result.target,
+        "scores": dict(result.scores),
+        "response": result.response,
+        "error": result.error,
+    }
+    if result.tool_calls:
+        row["tool_calls"] = [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls]
+    if result.details:
+        row["details"] = dict(result.details)
+    return plain_row(row)
+
+
+def metric_rows(result: BenchmarkResult, default_threshold: Threshold) -> list[dict[str, Any]]:
+    """One row per compared metric, ``missing`` ones included (with a null value).
+
+    ``threshold_source`` says whether the threshold is the metric's own or the
+    run's default, so that a later ``expertbench compare --threshold`` can replace
+    only the default.
+    """
+    snapshot = result.snapshot
+    return [_metric_row(snapshot, row, default_threshold) for row in result.verdict.metrics]
+
+
+def _metric_row(
+    snapshot: Snapshot, comparison: MetricComparison, default_threshold: Threshold
+) -> dict[str, Any]:
+    current = comparison.current
+    own = snapshot.thresholds.get(comparison.name)
+    row: dict[str, Any] = {
+        "type": "metric",
+        "metric_id": f"{snapshot.benchmark}.{comparison.name}",
+        "value": current.value if current else None,
+        "ci": _finite_ci(current),
+        "samples_used": current.samples_used if current else None,
+        "direction": comparison.direction,
+        "unit": comparison.unit,
+        "baseline": comparison.baseline,
+        "delta_rel": comparison.delta_rel,
+        "delta_abs": comparison.delta_abs,
+        "threshold": _threshold_json(own or default_threshold),
+        "threshold_source": "metric" if own else "default",
+        "status": comparison.status,
+        "benchmark": snapshot.benchmark,
+        "suite": snapshot.suite,
+        "fingerprint": snapshot.dataset.fingerprint,
+        "n": snapshot.dataset.n,
+    }
+    if current and current.meta:
+        row["meta"] = dict(current.meta)
+    return plain_row(row)
+
+
+def _finite_ci(metric: MetricResult | None) -> list[float] | None:
+    """The CI, or null when it is unknown or either end is not a number."""
+    if metric is None or metric.ci is None or not all(map(math.isfinite, metric.ci)):
+        return None
+    return list(metric.ci)
+
+
+def _threshold_json(threshold: Threshold) -> float | dict[str, float]:
+    """A relative threshold as the plain fraction of the design's row; an absolute one tagged."""
+    return threshold.rel if threshold.rel is not None else threshold.to_json()
+
+
+def run_row(result: BenchmarkResult) -> dict[str, Any]:
+    """The row that closes one benchmark's rows: write it after its metric rows."""
+    snapshot = result.snapshot
+    row = {
+        "type": "benchmark",
+        "benchmark": snapshot.benchmark,
+        "suite": snapshot.suite,
+        "target": snapshot.target,
+        "dataset": {
+            "source": snapshot.dataset.source,
+            "fingerprint": snapshot.dataset.fingerprint,
+            "n": snapshot.dataset.n,
+        },
+        "examples": len(result.examples),
+        "errors": sum(1 for example in result.examples if example.error is not None),
+        "comparable": result.verdict.comparable,
+        "note": result.verdict.note,
+        "regressions": len(result.verdict.regressions),
+        "captured_at": snapshot.captured_at,
+        "git_sha": snapshot.git_sha,
+        "plugin_version": snapshot.plugin_version,
+        "environment": dict(snapshot.environment),
+        "baseline": result.baseline_path,
+        "baseline_note": result.baseline_note,
+    }
+    return plain_row(row)
+
+
+def benchmark_rows(result: BenchmarkResult, default_threshold: Threshold) -> list[dict[str, Any]]:
+    """A finished benchmark's closing rows in the order :func:`read_results` expects."""
+    return [*metric_rows(result, default_threshold), run_row(result)]
+
+
+# --------------------------------------------------------------------------- reading rows back
+
+
+@dataclass
+class _Pending:
+    """Rows of one benchmark read since its last closing ``benchmark`` row."""
+
+    examples: dict[str, dict[str, float]]
+    metrics: dict[str, MetricResult]
+    thresholds: dict[str, Threshold]
+
+
+def read_results(path: Path) -> list[Snapshot]:
+    """The snapshots in a results.jsonl, one per benchmark.
+
+    A ``benchmark`` row closes the example and metric rows of its benchmark read
+    before it; when a file holds several runs, the last closed one wins. Rows of a
+    run that never closed (a crash) are left out, as is a torn last line.
+    """
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise BaselineError(path, "", f"cannot read the file: {exc.strerror or exc}") from None
+    pending: dict[str, _Pending] = {}
+    snapshots: dict[str, Snapshot] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        torn = number == len(lines)  # the last line had no newline: the writer was cut off
+        row = _parse_row(line, path, number, torn)
+        if row is not None:
+            _read_row(row, FieldReader(path, f"line {number}"), pending, snapshots)
+    if not snapshots:
+        raise BaselineError(
+            path, "", "no benchmark rows: not a finished results.jsonl of pytest-expertbench"
+        )
+    return list(snapshots.values())
+
+
+def _parse_row(line: bytes, path: Path, number: int, torn: bool) -> dict[str, Any] | None:
+    try:
+        row = parse_json(line, path, f"line {number}")
+    except BaselineError:
+        if torn:
+            return None
+        raise
+    if not isinstance(row, dict):
+        raise BaselineError(path, f"line {number}", "expected a JSON object")
+    return row
+
+
+def _read_row(
+    row: dict[str, Any],
+    reader: FieldReader,
+    pending: dict[str, _Pending],
+    snapshots: dict[str, Snapshot],
+) -> None:
+    kind = row.get("type")
+    if kind not in ("example", "metric", "benchmark"):
+        return  # rows of kinds a later version may add
+    benchmark = reader.text(row, "benchmark", "")
+    rows = pending.setdefault(benchmark, _Pending({}, {}, {}))
+    if kind == "example":
+        _read_example(row, reader, rows)
+    elif kind == "metric":
+        _read_metric(row, reader, benchmark, rows)
+    else:
+        snapshots.pop(benchmark, None)  # the latest run goes last, like in the file
+        snapshots[benchmark] = _close(row, reader, pending.pop(benchmark))
+
+
+def _read_example(row: dict[str, Any], reader: FieldReader, rows: _Pending) -> None:
+    example_id = reader.text(row, "id", "")
+    scores = reader.mapping(reader.required(row, "scores", ""), "scores")
+    rows.examples[example_id] = {
+        name: reader.number(value, f"scores.{name}")
+        for name, value in scores.items()
+        if value is not None
+    }
+
+
+def _read_metric(row: dict[str, Any], reader: FieldReader, benchmark: str, rows: _Pending) -> None:
+    if row.get("status") == "missing":
+        return  # the baseline had it, this run did not measure it
+    metric_id = reader.text(row, "metric_id", "")
+    name = metric_id.removeprefix(f"{benchmark}.")
+    doc = dict(row)
+    threshold = doc.pop("threshold", None)
+    if isinstance(threshold, int | float) and not isinstance(threshold, bool):
+        threshold = {"rel": threshold}
+    if row.get("threshold_source") == "metric":
+        doc["threshold"] = threshold
+    metric, own = reader.metric(benchmark, name, doc, "", value_may_be_null=True)
+    rows.metrics[name] = metric
+    if own is not None:
+        rows.thresholds[name] = own
+
+
+def _close(row: dict[str, Any], reader: FieldReader, rows: _Pending) -> Snapshot:
+    environment = row.get("environment")
+    return Snapshot(
+        benchmark=reader.text(row, "benchmark", ""),
+        suite=reader.text(row, "suite", ""),
+        target=reader.text(row, "target", ""),
+        captured_at=reader.optional_text(row, "captured_at", "") or "",
+        git_sha=reader.optional_text(row, "git_sha", ""),
+        plugin_version=reader.optional_text(row, "plugin_version", "") or "",
+        dataset=reader.dataset(reader.required(row, "dataset", "")),
+        environment=reader.mapping(environment, "environment") if environment else {},
+        metrics=rows.metrics,
+        examples=rows.examples,
+        thresholds=rows.thresholds,
+    )
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def format_number(value: float) -> str:
+    """Four significant digits, but never fewer decimals than 0.0000 for values below 1."""
+    if not math.isfinite(value):
+        return str(value)
+    size = abs(value)
+    if size < 1:
+        return f"{value:.4f}" if size >= 1e-4 or size == 0 else f"{value:.3e}"
+    digits = math.floor(math.log10(size)) + 1
+    return f"{value:.{max(0, 4 - digits)}f}"
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A metric's value with its unit; ratios, counts and unitless values stay plain numbers."""
+    if value is None:
+        return "—"
+    if unit == "ratio" and math.isfinite(value) and abs(value) >= 1e-4:
+        return f"{value:.4f}"  # one column of ratios lines up: 0.5800, 1.0000
+    text = format_number(value)
+    return text if unit in ("", "ratio", "count") or not math.isfinite(value) else f"{text} {unit}"
+
+
+def format_threshold(threshold: Threshold, unit: str = "") -> str:
+    if threshold.rel is not None:
+        return f"{threshold.rel * 100:g} %"
+    return "±" + format_value(threshold.abs or 0.0, unit)
+
+
+def format_change(row: MetricComparison) -> str:
+    """The relative change in percent; the absolute one when the baseline is 0."""
+    if row.current is not None and not math.isfinite(row.current.value):
+        return "not a number"
+    if row.delta_rel is not None:
+        return f"{row.delta_rel * 100:+.1f} %"
+    if row.delta_abs is not None:
+        sign = "+" if row.delta_abs >= 0 else "-"
+        return sign + format_value(abs(row.delta_abs), row.unit)
+    return "—"
+
+
+def format_current(row: MetricComparison) -> str:
+    if row.current is None:
+        return "—"
+    text = format_value(row.current.value, row.unit)
+    ci = row.current.ci
+    if ci is None or not all(map(math.isfinite, ci)):
+        return text
+    return f"{text} [{format_number(ci[0])}, {format_number(ci[1])}]"
+
+
+def regression_line(benchmark: str, row: MetricComparison) -> str:
+    """``REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %)``."""
+    current = row.current.value if row.current else None
+    return (
+        f"REGRESSION {benchmark}.{row.name}: {format_value(row.baseline, row.unit)} → "
+        f"{format_value(current, row.unit)} "
+        f"({format_change(row)}, threshold {format_threshold(row.threshold, row.unit)})"
+    )
+
+
+def flipped_ids(verdict: Verdict) -> list[str]:
+    """The flipped examples' ids, each once, in the verdict's (natural) order."""
+    return list(dict.fromkeys(flip.example_id for flip in verdict.flipped))
+
+
+def _cells(row: MetricComparison) -> list[str]:
+    return [
+        row.name,
+        format_value(row.baseline, row.unit),
+        format_current(row),
+        format_change(row),
+        format_threshold(row.threshold, row.unit),
+        row.status,
+    ]
+
+
+HEADER = ["metric", "baseline", "current", "change", "threshold", "status"]
+
+
+def _heading(result: BenchmarkResult) -> str:
+    snapshot = result.snapshot
+    return f"{snapshot.benchmark} (suite {snapshot.suite}, target {snapshot.target})"
+
+
+def _facts(result: BenchmarkResult) -> str:
+    dataset: DatasetInfo = result.snapshot.dataset
+    facts = [dataset.source, f"n={dataset.n}", f"fingerprint {dataset.short()}"]
+    errors = sum(1 for example in result.examples if example.error is not None)
+    if errors:
+        facts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    return " · ".join(facts)
+
+
+def _baseline_line(result: BenchmarkResult) -> str | None:
+    if result.baseline_note is None and result.baseline_path is None:
+        return None
+    parts = [f"baseline {result.baseline_path}" if result.baseline_path else "baseline"]
+    if result.baseline_note:
+        parts.append(result.baseline_note)
+    return ": ".join(parts)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def markdown(results: Sequence[BenchmarkResult], *, title: str = "pytest-expertbench") -> str:
+    """A summary fit for a pull-request comment."""
+    lines = [f"## {_escape(title)}", "", _summary(results)]
+    for result in results:
+        lines += ["", *_markdown_benchmark(result)]
+    return "\n".join(lines) + "\n"
+
+
+def _summary(results: Sequence[BenchmarkResult]) -> str:
+    regressions = sum(len(result.verdict.regressions) for result in results)
+    improvements = sum(len(result.verdict.improvements) for result in results)
+    count = f"{len(results)} benchmark{'s' if len(results) != 1 else ''}"
+    if regressions:
+        head = f"**{regressions} regression{'s' if regressions != 1 else ''}** in {count}"
+    else:
+        head = f"No regressions in {count}"
+    tail = f", {improvements} improvement{'s' if improvements != 1 else ''}" if improvements else ""
+    return head + tail + "."
+
+
+def _markdown_benchmark(result: BenchmarkResult) -> Iterator[str]:
+    yield f"### {_escape(_heading(result))}"
+    yield ""
+    yield _escape(_facts(result))
+    yield ""
+    yield "| " + " | ".join(HEADER) + " |"
+    yield "| --- | ---: | ---: | ---: | ---: | --- |"
+    for row in result.verdict.metrics:
+        cells = [_escape(cell) for cell in _cells(row)]
+        if row.status == "regression":
+            cells[-1] = "**regression**"
+        yield "| " + " | ".join(cells) + " |"
+    if result.verdict.note:
+        yield ""
+        yield f"> {_escape(result.verdict.note)}"
+    baseline = _baseline_line(result)
+    if baseline:
+        yield ""
+        yield f"_{_escape(baseline)}_"
+    ids = flipped_ids(result.verdict)
+    if ids:
+        shown = ", ".join(_code(example_id) for example_id in ids[:FLIPS_SHOWN])
+        more = f", +{len(ids) - FLIPS_SHOWN} more" if len(ids) > FLIPS_SHOWN else ""
+        yield ""
+        yield f"**Flipped from right to wrong** ({len(ids)}): {shown}{more}"
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("`", "'").replace("\n", " ") + "`"
+
+
+def _escape(text: str) -> str:
+    """Keep a cell's text from closing the table cell or starting markup."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def terminal_lines(results: Sequence[BenchmarkResult]) -> list[str]:
+    """An aligned plain-text table per benchmark, then one line per regression."""
+    lines: list[str] = []
+    for result in results:
+        lines += _terminal_benchmark(result)
+    return lines
+
+
+def _terminal_benchmark(result: BenchmarkResult) -> list[str]:
+    verdict = result.verdict
+    lines = [_heading(result), "  " + _facts(result)]
+    lines += ["  " + line for line in _table([HEADER, *map(_cells, verdict.metrics)])]
+    if verdict.note:
+        lines.append(f"  note: {verdict.note}")
+    baseline = _baseline_line(result)
+    if baseline:
+        lines.append(f"  {baseline}")
+    ids = flipped_ids(verdict)
+    if ids:
+        plural = "s" if len(ids) != 1 else ""
+        lines.append(f"  {len(ids)} example{plural} flipped from right to wrong")
+    lines += [regression_line(verdict.benchmark, row) for row in verdict.regressions]
+    return lines
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell; numbers right-aligned, names and statuses left."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    last = len(widths) - 1
+    lines = []
+    for row in rows:
+        cells = [
+            cell.ljust(width) if column in (0, last) else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
