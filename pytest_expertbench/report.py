@@ -11,7 +11,7 @@ import json
 import math
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -68,8 +68,7 @@ def plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
 class JsonlWriter:
     """Appends rows to a JSONL file and flushes each, so a crash loses nothing already written.
 
-    The file is opened for appending: rows of an earlier run in the same file stay,
-    and :func:`read_results` keeps the last complete run of each benchmark.
+    The file is opened for appending: whatever is already in it stays.
     """
 
     def __init__(self, path: Path) -> None:
@@ -170,7 +169,7 @@ def _threshold_json(threshold: Threshold) -> float | dict[str, float]:
 
 
 def run_row(result: BenchmarkResult) -> dict[str, Any]:
-    """The row that closes one benchmark's rows: write it after its metric rows."""
+    """The benchmark's own row: what ran, on which data, and whether it was compared."""
     snapshot = result.snapshot
     row = {
         "type": "benchmark",
@@ -197,48 +196,48 @@ def run_row(result: BenchmarkResult) -> dict[str, Any]:
     return plain_row(row)
 
 
-def benchmark_rows(result: BenchmarkResult, default_threshold: Threshold) -> list[dict[str, Any]]:
-    """A finished benchmark's closing rows in the order :func:`read_results` expects."""
-    return [*metric_rows(result, default_threshold), run_row(result)]
-
-
-# --------------------------------------------------------------------------- reading rows back
-
-
 @dataclass
-class _Pending:
-    """Rows of one benchmark read since its last closing ``benchmark`` row."""
+class _Rows:
+    """What the rows of one benchmark said, gathered in any order."""
 
-    examples: dict[str, dict[str, float]]
-    metrics: dict[str, MetricResult]
-    thresholds: dict[str, Threshold]
+    header: Snapshot | None = None
+    examples: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: dict[str, MetricResult] = field(default_factory=dict)
+    thresholds: dict[str, Threshold] = field(default_factory=dict)
+
+    def snapshot(self) -> Snapshot | None:
+        if self.header is None:
+            return None
+        return replace(
+            self.header, metrics=self.metrics, examples=self.examples, thresholds=self.thresholds
+        )
 
 
 def read_results(path: Path) -> list[Snapshot]:
-    """The snapshots in a results.jsonl, one per benchmark.
+    """The snapshots in a results.jsonl, one per benchmark, in the order of the file.
 
-    A ``benchmark`` row closes the example and metric rows of its benchmark read
-    before it; when a file holds several runs, the last closed one wins. Rows of a
-    run that never closed (a crash) are left out, as is a torn last line.
+    Rows may come in any order; a benchmark with no ``benchmark`` row (a run cut
+    off before it finished) is left out, as is a torn last line. A later row wins
+    over an earlier one about the same metric or example.
     """
     try:
         lines = path.read_bytes().split(b"\n")
     except OSError as exc:
         raise BaselineError(path, "", f"cannot read the file: {exc.strerror or exc}") from None
-    pending: dict[str, _Pending] = {}
-    snapshots: dict[str, Snapshot] = {}
+    benchmarks: dict[str, _Rows] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         torn = number == len(lines)  # the last line had no newline: the writer was cut off
         row = _parse_row(line, path, number, torn)
         if row is not None:
-            _read_row(row, FieldReader(path, f"line {number}"), pending, snapshots)
+            _read_row(row, FieldReader(path, f"line {number}"), benchmarks)
+    snapshots = [s for rows in benchmarks.values() if (s := rows.snapshot()) is not None]
     if not snapshots:
         raise BaselineError(
             path, "", "no benchmark rows: not a finished results.jsonl of pytest-expertbench"
         )
-    return list(snapshots.values())
+    return snapshots
 
 
 def _parse_row(line: bytes, path: Path, number: int, torn: bool) -> dict[str, Any] | None:
@@ -253,27 +252,21 @@ def _parse_row(line: bytes, path: Path, number: int, torn: bool) -> dict[str, An
     return row
 
 
-def _read_row(
-    row: dict[str, Any],
-    reader: FieldReader,
-    pending: dict[str, _Pending],
-    snapshots: dict[str, Snapshot],
-) -> None:
+def _read_row(row: dict[str, Any], reader: FieldReader, benchmarks: dict[str, _Rows]) -> None:
     kind = row.get("type")
     if kind not in ("example", "metric", "benchmark"):
         return  # rows of kinds a later version may add
     benchmark = reader.text(row, "benchmark", "")
-    rows = pending.setdefault(benchmark, _Pending({}, {}, {}))
+    rows = benchmarks.setdefault(benchmark, _Rows())
     if kind == "example":
         _read_example(row, reader, rows)
     elif kind == "metric":
         _read_metric(row, reader, benchmark, rows)
     else:
-        snapshots.pop(benchmark, None)  # the latest run goes last, like in the file
-        snapshots[benchmark] = _close(row, reader, pending.pop(benchmark))
+        rows.header = _header(row, reader)
 
 
-def _read_example(row: dict[str, Any], reader: FieldReader, rows: _Pending) -> None:
+def _read_example(row: dict[str, Any], reader: FieldReader, rows: _Rows) -> None:
     example_id = reader.text(row, "id", "")
     scores = reader.mapping(reader.required(row, "scores", ""), "scores")
     rows.examples[example_id] = {
@@ -283,7 +276,7 @@ def _read_example(row: dict[str, Any], reader: FieldReader, rows: _Pending) -> N
     }
 
 
-def _read_metric(row: dict[str, Any], reader: FieldReader, benchmark: str, rows: _Pending) -> None:
+def _read_metric(row: dict[str, Any], reader: FieldReader, benchmark: str, rows: _Rows) -> None:
     if row.get("status") == "missing":
         return  # the baseline had it, this run did not measure it
     metric_id = reader.text(row, "metric_id", "")
@@ -300,7 +293,7 @@ def _read_metric(row: dict[str, Any], reader: FieldReader, benchmark: str, rows:
         rows.thresholds[name] = own
 
 
-def _close(row: dict[str, Any], reader: FieldReader, rows: _Pending) -> Snapshot:
+def _header(row: dict[str, Any], reader: FieldReader) -> Snapshot:
     environment = row.get("environment")
     return Snapshot(
         benchmark=reader.text(row, "benchmark", ""),
@@ -311,9 +304,8 @@ def _close(row: dict[str, Any], reader: FieldReader, rows: _Pending) -> Snapshot
         plugin_version=reader.optional_text(row, "plugin_version", "") or "",
         dataset=reader.dataset(reader.required(row, "dataset", "")),
         environment=reader.mapping(environment, "environment") if environment else {},
-        metrics=rows.metrics,
-        examples=rows.examples,
-        thresholds=rows.thresholds,
+        metrics={},
+        examples={},
     )
 
 
@@ -497,9 +489,6 @@ def _terminal_benchmark(result: BenchmarkResult) -> list[str]:
     lines += ["  " + line for line in _table([HEADER, *map(_cells, verdict.metrics)])]
     if verdict.note:
         lines.append(f"  note: {verdict.note}")
-    baseline = _baseline_line(result)
-    if baseline:
-        lines.append(f"  {baseline}")
     ids = flipped_ids(verdict)
     if ids:
         plural = "s" if len(ids) != 1 else ""

@@ -12,7 +12,6 @@ from pytest_expertbench.records import Direction, ExampleResult, MetricResult, T
 from pytest_expertbench.report import (
     BenchmarkResult,
     JsonlWriter,
-    benchmark_rows,
     example_row,
     format_number,
     format_value,
@@ -189,11 +188,15 @@ def test_run_row_counts_examples_and_errors() -> None:
 # --------------------------------------------------------------------------- reading rows back
 
 
-def write_run(path: Path, result: BenchmarkResult, examples: tuple[ExampleResult, ...]) -> None:
+def run_rows(result: BenchmarkResult) -> list[dict[str, Any]]:
+    """The rows of one benchmark in the plugin's order: run row, examples, metrics."""
+    examples = [example_row(item) for item in result.examples]
+    return [run_row(result), *examples, *metric_rows(result, FIVE_PERCENT)]
+
+
+def write_run(path: Path, result: BenchmarkResult) -> None:
     with JsonlWriter(path) as writer:
-        for item in examples:
-            writer.write(example_row(item))
-        for row in benchmark_rows(result, FIVE_PERCENT):
+        for row in run_rows(result):
             writer.write(row)
 
 
@@ -208,9 +211,7 @@ def test_read_results_rebuilds_the_snapshot(tmp_path: Path) -> None:
         thresholds={"latency_p95_ms": Threshold(abs=20.0)},
     )
     path = tmp_path / "results.jsonl"
-    write_run(
-        path, BenchmarkResult(current, compare(None, current, FIVE_PERCENT), examples), examples
-    )
+    write_run(path, BenchmarkResult(current, compare(None, current, FIVE_PERCENT), examples))
     (read,) = read_results(path)
     assert read == current
 
@@ -218,34 +219,39 @@ def test_read_results_rebuilds_the_snapshot(tmp_path: Path) -> None:
 def test_read_results_keeps_a_nan_metric_as_nan(tmp_path: Path) -> None:
     current = snapshot({"accuracy": metric("accuracy", math.nan)})
     path = tmp_path / "results.jsonl"
-    write_run(path, BenchmarkResult(current, compare(None, current, FIVE_PERCENT), ()), ())
+    write_run(path, BenchmarkResult(current, compare(None, current, FIVE_PERCENT), ()))
     (read,) = read_results(path)
     assert math.isnan(read.metrics["accuracy"].value)
 
 
-def test_the_last_finished_run_of_a_benchmark_wins(tmp_path: Path) -> None:
-    path = tmp_path / "results.jsonl"
-    for value in (0.25, 0.75):
-        current = snapshot({"accuracy": metric("accuracy", value)}, {"0": {"numeric_match": value}})
-        examples = (example(0, value),)
-        result = BenchmarkResult(current, compare(None, current, FIVE_PERCENT), examples)
-        write_run(path, result, examples)
+def test_rows_may_come_in_any_order_and_unfinished_benchmarks_are_left_out(
+    tmp_path: Path,
+) -> None:
+    examples = (example(0, 0.25), example(1, 1.0))
+    current = snapshot({"accuracy": metric("accuracy", 0.625)})
+    rows = run_rows(BenchmarkResult(current, compare(None, current, FIVE_PERCENT), examples))
     other = snapshot({"accuracy": metric("accuracy", 0.1)}, benchmark="arith")
-    write_run(path, BenchmarkResult(other, compare(None, other, FIVE_PERCENT), ()), ())
-    with JsonlWriter(path) as writer:  # a run that crashed before closing
-        writer.write(example_row(example(0, 0.0)))
-    path.write_text(path.read_text(encoding="utf-8") + '{"type": "exa', encoding="utf-8")
+    other_rows = run_rows(BenchmarkResult(other, compare(None, other, FIVE_PERCENT), ()))
+    unfinished = {**example_row(example(5, 1.0)), "benchmark": "cut-off"}
+    path = tmp_path / "results.jsonl"
+    with JsonlWriter(path) as writer:
+        for row in [*reversed(rows), unfinished, *other_rows]:
+            writer.write(row)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"type": "exa')  # torn by a crash
     snapshots = {snap.benchmark: snap for snap in read_results(path)}
-    assert snapshots["gsm8k"].metrics["accuracy"].value == 0.75
-    assert snapshots["gsm8k"].examples == {"0": {"numeric_match": 0.75, "latency_ms": 100.0}}
+    assert sorted(snapshots) == ["arith", "gsm8k"]
+    assert snapshots["gsm8k"].metrics["accuracy"].value == 0.625
+    assert snapshots["gsm8k"].examples == {
+        "0": {"numeric_match": 0.25, "latency_ms": 100.0},
+        "1": {"numeric_match": 1.0, "latency_ms": 101.0},
+    }
     assert snapshots["arith"].metrics["accuracy"].value == 0.1
 
 
 def closed_run_lines() -> list[str]:
     current = snapshot({"accuracy": metric("accuracy", 0.5)})
-    rows = benchmark_rows(
-        BenchmarkResult(current, compare(None, current, FIVE_PERCENT), ()), FIVE_PERCENT
-    )
+    rows = run_rows(BenchmarkResult(current, compare(None, current, FIVE_PERCENT), ()))
     return [json.dumps(row) for row in rows]
 
 
@@ -260,11 +266,11 @@ def broken(lines: list[str], number: int, change: dict[str, Any]) -> list[str]:
     [
         (["{not json", *closed_run_lines()], "line 1", "not valid JSON"),
         (["[1]", *closed_run_lines()], "line 1", "expected a JSON object"),
-        (broken(closed_run_lines(), 1, {"value": "high"}), "line 1: value", "expected a number"),
-        (broken(closed_run_lines(), 1, {"direction": "up"}), "line 1: direction", "'up'"),
-        (broken(closed_run_lines(), 1, {"benchmark": 3}), "line 1: benchmark", "a string"),
-        (broken(closed_run_lines(), 2, {"dataset": None}), "line 2: dataset", "JSON object"),
-        ([*closed_run_lines()[:1]], "", "no benchmark rows"),
+        (broken(closed_run_lines(), 2, {"value": "high"}), "line 2: value", "expected a number"),
+        (broken(closed_run_lines(), 2, {"direction": "up"}), "line 2: direction", "'up'"),
+        (broken(closed_run_lines(), 2, {"benchmark": 3}), "line 2: benchmark", "a string"),
+        (broken(closed_run_lines(), 1, {"dataset": None}), "line 1: dataset", "JSON object"),
+        ([*closed_run_lines()[1:]], "", "no benchmark rows"),
         (['{"type": "example", "benchmark": "g", "id": "1", "scores": {"m": "x"}}'],
          "line 1: scores.m", "expected a number"),
     ],
@@ -333,7 +339,7 @@ def test_terminal_lines_show_the_note_of_an_uncompared_run() -> None:
     result = BenchmarkResult(current, compare(None, current, FIVE_PERCENT), (), None, "saved")
     lines = terminal_lines([result])
     assert "  note: no baseline yet" in lines
-    assert "  baseline: saved" in lines
+    assert "_baseline: saved_" in markdown([result])
     assert not any(line.startswith("REGRESSION") for line in lines)
 
 
