@@ -405,12 +405,10 @@ def _facts(result: BenchmarkResult) -> str:
 
 
 def _baseline_line(result: BenchmarkResult) -> str | None:
-    if result.baseline_note is None and result.baseline_path is None:
-        return None
-    parts = [f"baseline {result.baseline_path}" if result.baseline_path else "baseline"]
+    parts = [f"baseline {result.baseline_path}"] if result.baseline_path else []
     if result.baseline_note:
-        parts.append(result.baseline_note)
-    return ": ".join(parts)
+        parts.append(f"baseline {result.baseline_note}" if not parts else result.baseline_note)
+    return " · ".join(parts) or None
 
 
 # --------------------------------------------------------------------------- markdown
@@ -486,7 +484,7 @@ def terminal_lines(results: Sequence[BenchmarkResult]) -> list[str]:
 def _terminal_benchmark(result: BenchmarkResult) -> list[str]:
     verdict = result.verdict
     lines = [_heading(result), "  " + _facts(result)]
-    lines += ["  " + line for line in _table([HEADER, *map(_cells, verdict.metrics)])]
+    lines += ["  " + line for line in align_columns([HEADER, *map(_cells, verdict.metrics)])]
     if verdict.note:
         lines.append(f"  note: {verdict.note}")
     ids = flipped_ids(verdict)
@@ -497,8 +495,8 @@ def _terminal_benchmark(result: BenchmarkResult) -> list[str]:
     return lines
 
 
-def _table(rows: Sequence[Sequence[str]]) -> list[str]:
-    """Columns padded to their widest cell; numbers right-aligned, names and statuses left."""
+def align_columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell; the first and last left-aligned, numbers right."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     last = len(widths) - 1
     lines = []

@@ -339,7 +339,7 @@ def test_terminal_lines_show_the_note_of_an_uncompared_run() -> None:
     result = BenchmarkResult(current, compare(None, current, FIVE_PERCENT), (), None, "saved")
     lines = terminal_lines([result])
     assert "  note: no baseline yet" in lines
-    assert "_baseline: saved_" in markdown([result])
+    assert "_baseline saved_" in markdown([result])
     assert not any(line.startswith("REGRESSION") for line in lines)
 
 
