@@ -1,0 +1,389 @@
+"""The request engine: asks the model ahead of pytest's item loop.
+
+pytest runs items one after another; a model answers many requests at once. The
+engine bridges the two: one background thread runs one asyncio loop with one
+keep-alive ``httpx.AsyncClient``, and keeps up to ``concurrency`` requests in flight
+from a queue that :meth:`Engine.prefetch` fills. Items then call
+:meth:`Engine.result`, which usually finds the answer already there.
+
+The queue is a bounded producer/consumer: a task exists only for a request in
+flight, never one per example up front, so 20 000 queued requests cost 20 000 small
+queue entries and at most ``concurrency`` tasks. Every request is asked at most once
+per process; its answer is dropped as soon as :meth:`Engine.result` hands it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+
+from pytest_expertbench.cache import ResponseCache
+from pytest_expertbench.records import Completion, Request, TargetError
+from pytest_expertbench.targets import Target, one_line
+
+Key = tuple[str, str]
+Outcome = Completion | TargetError
+
+# The life of one request key.
+_QUEUED, _RUNNING, _FINISHED, _RETURNED = "queued", "running", "finished", "returned"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    concurrency: int = 16
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    requests_per_minute: float | None = None
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class BenchmarkStats:
+    """Progress of one benchmark's requests, for the terminal progress line and summary."""
+
+    asked: int = 0
+    done: int = 0
+    errors: int = 0
+    retries: int = 0
+    cached: int = 0
+    elapsed_s: float = 0.0  # first start → last finish
+
+
+@dataclass
+class _Counters:
+    asked: int = 0
+    done: int = 0
+    errors: int = 0
+    retries: int = 0
+    cached: int = 0
+    first_start: float | None = None
+    last_finish: float | None = None
+
+    def snapshot(self) -> BenchmarkStats:
+        elapsed = 0.0
+        if self.first_start is not None and self.last_finish is not None:
+            elapsed = max(0.0, self.last_finish - self.first_start)
+        return BenchmarkStats(
+            self.asked, self.done, self.errors, self.retries, self.cached, elapsed
+        )
+
+
+class _RateLimiter:
+    """A token bucket of one token: requests are spaced 60/rpm seconds apart."""
+
+    def __init__(self, requests_per_minute: float) -> None:
+        self.interval = 60.0 / requests_per_minute
+        self.next_slot = 0.0
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self.next_slot)
+        self.next_slot = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+def is_cacheable(request: Request) -> bool:
+    """Only a deterministic request may be answered from the cache."""
+    return request.generation.get("temperature", 0) == 0 or "seed" in request.generation
+
+
+class Engine:
+    """Asks ``target`` for answers, concurrently, with retries and an optional cache.
+
+    Timing: ``Completion.latency_ms`` is the time of the successful attempt, from
+    sending to the full answer, measured here (a target that is not ``live``, such
+    as a replay, keeps the latency it reports). ``Completion.attempts`` counts the
+    attempts made. Only one thread should call :meth:`result` for a given request.
+    """
+
+    def __init__(
+        self, target: Target, settings: EngineSettings, cache: ResponseCache | None = None
+    ) -> None:
+        if settings.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.target = target
+        self.settings = settings
+        self.cache = cache
+        self._live = bool(getattr(target, "live", True))
+        self._identity: Mapping[str, Any] = target.identity()
+        self._lock = threading.Condition()
+        self._state: dict[Key, str] = {}
+        self._queue: deque[Request] = deque()
+        self._urgent: deque[Request] = deque()
+        self._finished: dict[Key, Outcome] = {}
+        self._counters: dict[str, _Counters] = {}
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._limiter = (
+            _RateLimiter(settings.requests_per_minute) if settings.requests_per_minute else None
+        )
+
+    # ------------------------------------------------------------------ caller's side
+
+    def prefetch(self, requests: Iterable[Request]) -> None:
+        """Queue requests to be asked in this order, ahead of the item loop; returns at once.
+
+        Requests already queued, asked or answered are skipped.
+        """
+        batch = list(requests)
+        with self._lock:
+            self._check_open()
+            for request in batch:
+                if request.key not in self._state:
+                    self._state[request.key] = _QUEUED
+                    self._queue.append(request)
+                    self._count(request).asked += 1
+            self._wake()
+
+    def result(self, request: Request) -> Completion:
+        """The answer to ``request``, waiting for it; raises TargetError after the last retry.
+
+        A request not yet started goes to the head of the queue and takes the next
+        free slot. A request whose answer was already handed out is asked again
+        (through the cache, when it is cacheable).
+        """
+        key = request.key
+        with self._lock:
+            self._check_open()
+            state = self._state.get(key)
+            if state in (None, _RETURNED, _QUEUED):
+                if state != _QUEUED:
+                    self._count(request).asked += 1
+                self._state[key] = _QUEUED
+                self._urgent.append(request)
+                self._wake()
+            while key not in self._finished:
+                if self._closed:
+                    raise TargetError("the request engine was closed before the answer came")
+                self._lock.wait()
+            outcome = self._finished.pop(key)
+            self._state[key] = _RETURNED
+        if isinstance(outcome, TargetError):
+            raise outcome
+        return outcome
+
+    def stats(self) -> Mapping[str, BenchmarkStats]:
+        with self._lock:
+            return {name: counters.snapshot() for name, counters in self._counters.items()}
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests ever in flight at once (never above the concurrency)."""
+        return self._peak_in_flight
+
+    def close(self) -> None:
+        """Cancel what is in flight, close the client and stop the thread; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._lock.notify_all()
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(RuntimeError, TimeoutError):  # the loop may be gone
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the request engine is closed")
+
+    def _count(self, request: Request) -> _Counters:
+        counters = self._counters.get(request.benchmark)
+        if counters is None:
+            counters = self._counters[request.benchmark] = _Counters()
+        return counters
+
+    def _wake(self) -> None:
+        """Start the loop thread on first use, then let it start what it can.
+
+        Called with the lock held, so that only one thread ever starts the loop.
+        """
+        if self._loop is None:
+            self._start_thread()
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._pump)
+
+    def _start_thread(self) -> None:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="expertbench-engine", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    # ------------------------------------------------------------------ loop's side
+
+    def _pump(self) -> None:
+        """Start queued requests while there is a free slot; urgent ones first."""
+        assert self._loop is not None
+        while True:
+            with self._lock:
+                if self._closed or self._in_flight >= self.settings.concurrency:
+                    return
+                request = self._next_request()
+                if request is None:
+                    return
+                self._state[request.key] = _RUNNING
+                self._in_flight += 1
+                self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+                counters = self._count(request)
+                if counters.first_start is None:
+                    counters.first_start = time.monotonic()
+            task = self._loop.create_task(self._run(request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _next_request(self) -> Request | None:
+        for queue in (self._urgent, self._queue):
+            while queue:
+                request = queue.popleft()
+                if self._state.get(request.key) == _QUEUED:
+                    return request
+        return None
+
+    async def _run(self, request: Request) -> None:
+        outcome: Outcome
+        try:
+            outcome = await self._answer(request)
+        except TargetError as error:
+            outcome = error
+        except Exception as exc:  # a broken cache or target fails this request, not the run
+            outcome = TargetError(one_line(f"{type(exc).__name__}: {exc}"))
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        with self._lock:
+            self._finished[request.key] = outcome
+            self._state[request.key] = _FINISHED
+            counters = self._count(request)
+            counters.done += 1
+            counters.errors += isinstance(outcome, TargetError)
+            counters.cached += isinstance(outcome, Completion) and outcome.cached
+            counters.last_finish = time.monotonic()
+            self._lock.notify_all()
+        self._pump()
+
+    async def _answer(self, request: Request) -> Completion:
+        cache = self.cache if self._live and is_cacheable(request) else None
+        key = cache.key(self._identity, request) if cache is not None else ""
+        if cache is not None:
+            hit = await asyncio.to_thread(cache.get, key)
+            if hit is not None:
+                return hit
+        completion = await self._ask_with_retries(request)
+        if cache is not None:
+            await asyncio.to_thread(cache.put, key, completion)
+        return completion
+
+    async def _ask_with_retries(self, request: Request) -> Completion:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                completion = await self._ask_once(request)
+            except TargetError as error:
+                if not error.retryable or attempt > self.settings.max_retries:
+                    raise _final(error, attempt) from None
+                with self._lock:
+                    self._count(request).retries += 1
+                await asyncio.sleep(self._backoff(attempt, error.retry_after))
+            else:
+                return replace(completion, attempts=attempt)
+
+    async def _ask_once(self, request: Request) -> Completion:
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        client = await self._get_client()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                completion = await self.target.complete(request, client)
+        except TimeoutError:
+            raise TargetError(
+                f"timed out: no answer within {self.settings.timeout_s:g} s", retryable=True
+            ) from None
+        except TargetError:
+            raise
+        except Exception as exc:
+            raise TargetError(one_line(f"{type(exc).__name__}: {exc}")) from None
+        if not self._live:
+            return completion
+        return replace(completion, latency_ms=(time.perf_counter() - started) * 1000.0)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter; never shorter than the server asked."""
+        ceiling = min(
+            self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1)
+        )
+        delay = random.uniform(0, ceiling)
+        return max(delay, retry_after) if retry_after is not None else delay
+
+    async def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            concurrency = self.settings.concurrency
+            self._client = httpx.AsyncClient(
+                limits=httpx.Limits(
+                    max_connections=concurrency, max_keepalive_connections=concurrency
+                ),
+                timeout=httpx.Timeout(self.settings.timeout_s),
+            )
+        return self._client
+
+    async def _shutdown(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _final(error: TargetError, attempts: int) -> TargetError:
+    """The last error, saying how many attempts were made when there was more than one."""
+    if attempts == 1:
+        return error
+    return TargetError(
+        f"{error.message} (after {attempts} attempts)",
+        retryable=error.retryable,
+        retry_after=error.retry_after,
+        status=error.status,
+    )

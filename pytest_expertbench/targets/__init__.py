@@ -1,0 +1,231 @@
+"""Targets: the model under test, one module per kind.
+
+A target turns a :class:`Request` into a :class:`Completion` and nothing more: the
+engine owns timing, retries, concurrency and the cache. A target raises
+:class:`TargetError` with a one-line message and says whether trying again could help.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import importlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+from pytest_expertbench.config import ConfigError, TargetSpec
+from pytest_expertbench.records import Completion, Request, TargetError
+
+__all__ = ["Options", "Target", "TargetError", "build_target", "one_line", "send_json"]
+
+_KIND_MODULES = {
+    "openai": "pytest_expertbench.targets.openai",
+    "ollama": "pytest_expertbench.targets.ollama",
+    "http": "pytest_expertbench.targets.http",
+    "python": "pytest_expertbench.targets.python",
+    "replay": "pytest_expertbench.targets.replay",
+}
+_BODY_CHARS = 200
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A model the engine can ask.
+
+    ``live`` is False for a target that replays answers recorded earlier: the engine
+    then keeps the Completion's own ``latency_ms`` (the recorded one) instead of
+    timing the call, and never caches its answers. A target without the attribute
+    is treated as live.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def live(self) -> bool: ...
+
+    def identity(self) -> Mapping[str, Any]:
+        """What makes this model's answers what they are (kind, URL, model…); no secret."""
+        ...
+
+    async def complete(self, request: Request, client: httpx.AsyncClient) -> Completion: ...
+
+
+def build_target(spec: TargetSpec) -> Target:
+    """The target a targets-file entry describes; a bad option raises ConfigError."""
+    module_name = _KIND_MODULES.get(spec.kind)
+    if module_name is None:
+        known = ", ".join(_KIND_MODULES)
+        raise ConfigError(spec.source, f"targets.{spec.name}.kind", f"expected one of {known}")
+    module = importlib.import_module(module_name)
+    target: Target = module.build(spec)
+    return target
+
+
+class Options:
+    """Typed access to a target's kind-specific options, with errors that name the key."""
+
+    def __init__(self, spec: TargetSpec) -> None:
+        self.spec = spec
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.spec.source, f"targets.{self.spec.name}.{key}", message)
+
+    def text(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.spec.options.get(key)
+        if value is None:
+            if required:
+                raise self.error(key, "this key is required")
+            return default
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"expected non-empty text, got {value!r}")
+        return value
+
+    def required(self, key: str) -> str:
+        value = self.text(key, required=True)
+        assert value is not None
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.text(key, choices[0])
+        if value not in choices:
+            raise self.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
+        assert value is not None
+        return value
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.spec.options.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"expected a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+
+    def headers(self, key: str = "headers") -> dict[str, str]:
+        return {name: str(value) for name, value in self.mapping(key).items()}
+
+    def secret(self, key: str = "api_key_env") -> str | None:
+        """The value of the environment variable the option names (read once, at build time)."""
+        variable = self.text(key)
+        if variable is None:
+            return None
+        value = os.environ.get(variable)
+        if not value:
+            raise self.error(key, f"the environment variable {variable} is not set")
+        return value
+
+    def reject_unknown(self, allowed: str) -> None:
+        unknown = sorted(set(map(str, self.spec.options)) - set(allowed.split()))
+        if unknown:
+            raise self.error(
+                unknown[0],
+                f"unknown option for a {self.spec.kind} target "
+                f"(expected one of: {', '.join(allowed.split())})",
+            )
+
+
+def one_line(text: str, limit: int = _BODY_CHARS) -> str:
+    """Whitespace collapsed and cut, so an error fits on one terminal line."""
+    flat = re.sub(r"\s+", " ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+async def send_json(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: Any,
+    *,
+    headers: Mapping[str, str],
+    method: str = "POST",
+) -> Any:
+    """Send one JSON request and return the decoded answer, or raise a one-line TargetError."""
+    body = None if method == "GET" else payload
+    try:
+        response = await client.request(method, url, json=body, headers=dict(headers))
+    except httpx.TimeoutException as exc:
+        raise TargetError(
+            f"timed out waiting for {url} ({type(exc).__name__})", retryable=True
+        ) from None
+    except httpx.TransportError as exc:
+        reason = one_line(str(exc)) or type(exc).__name__
+        raise TargetError(f"cannot reach {url}: {reason}", retryable=True) from None
+    if response.status_code >= 400:
+        status = response.status_code
+        raise TargetError(
+            f"HTTP {status} from {url}: {_error_text(response)}",
+            retryable=status in (408, 429) or status >= 500,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            status=status,
+        )
+    try:
+        return response.json()
+    except ValueError:
+        raise TargetError(
+            f"malformed JSON from {url}: {one_line(response.text, 80)!r}",
+            status=response.status_code,
+        ) from None
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The server's own error message when it gives one in JSON, else the body's start."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, Mapping):
+        error = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(error, Mapping):
+            error = error.get("message", error)
+        if isinstance(error, str) and error:
+            return one_line(error)
+    return one_line(response.text) or response.reason_phrase or "no body"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def lookup(data: Any, path: str) -> Any:
+    """The value at a dotted path (``choices.0.message.content``); KeyError when absent."""
+    current = data
+    for part in path.split("."):
+        if isinstance(current, Mapping) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.lstrip("-").isdigit():
+            try:
+                current = current[int(part)]
+            except IndexError:
+                raise KeyError(path) from None
+        else:
+            raise KeyError(path)
+    return current
+
+
+def as_arguments(value: Any) -> str:
+    """Tool-call arguments as raw JSON text, whether the server sent text or an object."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def token_count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,119 @@
+"""Any JSON endpoint: the request body is a template, the answer is found by a dotted path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from pytest_expertbench.config import TargetSpec
+from pytest_expertbench.records import Completion, Request, TargetError
+from pytest_expertbench.targets import Options, lookup, send_json
+from pytest_expertbench.template import TemplateError, fields_of, render
+
+_OPTIONS = "url method headers body response_path api_key_env api_key_header"
+_METHODS = ("POST", "PUT", "PATCH", "GET")
+DEFAULT_BODY: Mapping[str, Any] = {"prompt": "{prompt}"}
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    name: str
+    url: str
+    response_path: str
+    method: str = "POST"
+    body: Any = field(default_factory=lambda: dict(DEFAULT_BODY))
+    headers: Mapping[str, str] = field(default_factory=dict)
+    api_key_header: str = "Authorization"
+    api_key: str | None = field(default=None, repr=False)
+    live: bool = True
+
+    def identity(self) -> Mapping[str, Any]:
+        return {
+            "kind": "http",
+            "url": self.url,
+            "method": self.method,
+            "body": self.body,
+            "response_path": self.response_path,
+            "headers": sorted(self.headers),
+        }
+
+    def payload(self, request: Request) -> Any:
+        # The rendered prompt and system win over dataset columns of the same name.
+        values = {**request.fields, "prompt": request.prompt, "system": request.system or ""}
+        try:
+            return _render(self.body, values)
+        except TemplateError as exc:
+            raise TargetError(f"cannot build the request body for {self.url}: {exc}") from None
+
+    async def complete(self, request: Request, client: httpx.AsyncClient) -> Completion:
+        headers = dict(self.headers)
+        if self.api_key:
+            scheme = "Bearer " if self.api_key_header.lower() == "authorization" else ""
+            headers[self.api_key_header] = scheme + self.api_key
+        data = await send_json(
+            client, self.url, self.payload(request), headers=headers, method=self.method
+        )
+        try:
+            value = lookup(data, self.response_path)
+        except KeyError:
+            raise TargetError(f"no {self.response_path!r} in the answer from {self.url}") from None
+        if value is None:
+            text = ""
+        elif isinstance(value, str):
+            text = value
+        elif isinstance(value, int | float | bool):
+            text = str(value)
+        else:
+            text = json.dumps(value, ensure_ascii=False)
+        return Completion(text=text)
+
+
+def _render(template: Any, values: Mapping[str, Any]) -> Any:
+    if isinstance(template, str):
+        return render(template, values)
+    if isinstance(template, Mapping):
+        return {key: _render(value, values) for key, value in template.items()}
+    if isinstance(template, list):
+        return [_render(value, values) for value in template]
+    return template
+
+
+def _check_body(body: Any, options: Options) -> None:
+    """Malformed templates fail when the targets file is read, not on the first request."""
+    if isinstance(body, str):
+        try:
+            fields_of(body)
+        except TemplateError as exc:
+            raise options.error("body", str(exc)) from None
+    elif isinstance(body, Mapping):
+        for value in body.values():
+            _check_body(value, options)
+    elif isinstance(body, list):
+        for value in body:
+            _check_body(value, options)
+
+
+def build(spec: TargetSpec) -> HttpTarget:
+    options = Options(spec)
+    options.reject_unknown(_OPTIONS)
+    body = spec.options.get("body", DEFAULT_BODY)
+    if not isinstance(body, Mapping | list | str):
+        raise options.error("body", f"expected a mapping, a list or text, got {body!r}")
+    _check_body(body, options)
+    method = (options.text("method") or "POST").upper()
+    if method not in _METHODS:
+        raise options.error("method", f"expected one of {', '.join(_METHODS)}, got {method!r}")
+    return HttpTarget(
+        name=spec.name,
+        url=options.required("url"),
+        response_path=options.required("response_path"),
+        method=method,
+        body=body,
+        headers=options.headers(),
+        api_key_header=options.text("api_key_header") or "Authorization",
+        api_key=options.secret("api_key_env"),
+    )

@@ -1,0 +1,135 @@
+"""Answers recorded earlier (``--expert-bench-record``), replayed without a model.
+
+A replay is deterministic down to its latency: each answer keeps the latency it was
+recorded with (the target says ``live = False`` and the engine keeps the Completion's
+own ``latency_ms``), so a replayed run's metrics equal the recorded run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pytest_expertbench.config import ConfigError, TargetSpec
+from pytest_expertbench.records import Completion, ExampleResult, Request, TargetError, ToolCall
+from pytest_expertbench.targets import Options, as_arguments
+
+_OPTIONS = "path"
+Recording = dict[tuple[str, str], Completion]
+
+
+@dataclass
+class ReplayTarget:
+    name: str
+    path: Path
+    live: bool = False
+    _answers: Recording | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def identity(self) -> Mapping[str, Any]:
+        return {"kind": "replay", "path": str(self.path)}
+
+    def load(self) -> Recording:
+        """The recorded answers, read on first use; a bad file raises ConfigError."""
+        with self._lock:
+            if self._answers is None:
+                self._answers = read_replay(self.path)
+            return self._answers
+
+    async def complete(self, request: Request, client: httpx.AsyncClient) -> Completion:
+        answer = self.load().get(request.key)
+        if answer is None:
+            raise TargetError(
+                f"no recorded answer for {request.benchmark}[{request.example_id}] in {self.path}"
+            )
+        return answer
+
+
+def read_replay(path: Path) -> Recording:
+    answers: Recording = {}
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read the replay file: {exc.strerror or exc}") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                key, completion = _row(line, path, number)
+                answers[key] = completion
+    return answers
+
+
+def _row(line: str, path: Path, number: int) -> tuple[tuple[str, str], Completion]:
+    where = f"line {number}"
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        raise ConfigError(path, where, f"not valid JSON: {exc}") from None
+    if not isinstance(row, Mapping):
+        raise ConfigError(path, where, "expected a JSON object")
+    for key in ("benchmark", "id"):
+        if not isinstance(row.get(key), str | int) or isinstance(row.get(key), bool):
+            raise ConfigError(path, f"{where}: {key}", "expected text")
+    response = row.get("response", "")
+    if not isinstance(response, str):
+        raise ConfigError(path, f"{where}: response", "expected text")
+    latency = row.get("latency_ms") or 0.0
+    if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
+        raise ConfigError(path, f"{where}: latency_ms", "expected a number of 0 or more")
+    calls = row.get("tool_calls") or []
+    if not isinstance(calls, list) or not all(
+        isinstance(c, Mapping) and isinstance(c.get("name"), str) for c in calls
+    ):
+        raise ConfigError(path, f"{where}: tool_calls", 'expected a list of {"name", "arguments"}')
+    completion = Completion(
+        text=response,
+        tool_calls=tuple(ToolCall(c["name"], as_arguments(c.get("arguments", {}))) for c in calls),
+        latency_ms=float(latency),
+    )
+    return (str(row["benchmark"]), str(row["id"])), completion
+
+
+def write_replay(path: Path, rows: Iterable[ExampleResult]) -> None:
+    """Write the answered examples as a replay file, atomically (temp file + replace).
+
+    Examples that ended in an error have no answer to replay and are left out, so
+    replaying them reports "no recorded answer" instead of a made-up one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            for result in rows:
+                if result.error is None:
+                    handle.write(json.dumps(_record(result), ensure_ascii=False) + "\n")
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _record(result: ExampleResult) -> dict[str, Any]:
+    return {
+        "benchmark": result.benchmark,
+        "id": result.id,
+        "response": result.response,
+        "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls],
+        "latency_ms": result.scores.get("latency_ms", 0.0),
+    }
+
+
+def build(spec: TargetSpec) -> ReplayTarget:
+    options = Options(spec)
+    options.reject_unknown(_OPTIONS)
+    path = Path(options.required("path"))
+    if not path.is_file():
+        raise options.error("path", f"the replay file {path} does not exist")
+    return ReplayTarget(name=spec.name, path=path)

@@ -1,0 +1,1 @@
+"""Test support: a fake model server and helpers shared by the engine and target tests."""

@@ -1,0 +1,391 @@
+"""A fake OpenAI-compatible (and Ollama) server on 127.0.0.1, for tests and benches.
+
+A real HTTP/1.1 keep-alive server, so the engine's connection pool, timeouts and
+retries are exercised for real. Answers are deterministic; faults are scripted per
+prompt substring; every request is counted per prompt so a test can prove that each
+example was asked exactly once.
+
+In-process::
+
+    with FakeOpenAI(latency_s=0.05, capacity=8) as server:
+        server.script(match="question 7", faults=["500", "429:1", "drop", "timeout"])
+        ... server.base_url, server.counts, server.max_concurrent
+
+As a subprocess (prints the port on its first stdout line, serves until killed)::
+
+    python -m tests.support.fake_openai --port 0 --latency 0.2 --capacity 64
+
+The subprocess is scripted with ``POST /_control`` ({"match", "faults"} or
+{"answers": {...}} or {"reset": true}) and read with ``GET /_stats``.
+
+Faults, each consumed by one request: ``"500"`` (any status), ``"429:1"`` (a status
+with Retry-After seconds), ``"drop"`` (close the connection without an answer),
+``"timeout"`` (never answer, until the server stops), ``"malformed"`` (200 with a
+body that is not JSON), ``"empty"`` (200 with no choices).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import threading
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Answer = str | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the server saw it, for tests of a target's request shape."""
+
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+
+
+class FakeOpenAI:
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        capacity: int = 64,
+        answers: Mapping[str, Answer] | None = None,
+        port: int = 0,
+        models: set[str] | None = None,
+        api_key: str | None = None,
+        keep: int = 1000,
+    ) -> None:
+        self.latency_s = latency_s
+        self.answers: dict[str, Answer] = dict(answers or {})
+        self.models = models
+        self.api_key = api_key
+        self.counts: Counter[str] = Counter()
+        self.received: deque[Received] = deque(maxlen=keep)
+        self.max_concurrent = 0
+        self.total = 0
+        self._active = 0
+        self._lock = threading.Lock()
+        self._faults: list[tuple[str, deque[str]]] = []
+        self._capacity = threading.BoundedSemaphore(capacity)
+        self._stopping = threading.Event()
+        self._server = _Server(("127.0.0.1", port), _handler_for(self))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL (``…/v1``)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """The server's root, for Ollama-style targets (``/api/chat``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, match: str, faults: list[str]) -> None:
+        """The next requests whose prompt contains ``match`` get these faults, in order."""
+        with self._lock:
+            self._faults.append((match, deque(faults)))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.received.clear()
+            self._faults.clear()
+            self.max_concurrent = 0
+            self.total = 0
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "counts": dict(self.counts),
+                "total": self.total,
+                "max_concurrent": self.max_concurrent,
+            }
+
+    def start(self) -> FakeOpenAI:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.02)  # a quick stop() keeps tests fast
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ handler's side
+
+    def begin(self, prompt: str, path: str, headers: Mapping[str, str], body: Any) -> str | None:
+        """Count the request and pick its fault, if one is scripted."""
+        with self._lock:
+            self.counts[prompt] += 1
+            self.total += 1
+            self._active += 1
+            self.max_concurrent = max(self.max_concurrent, self._active)
+            self.received.append(Received(path, dict(headers), body))
+            for match, faults in self._faults:
+                if faults and match in prompt:
+                    return faults.popleft()
+        return None
+
+    def end(self) -> None:
+        with self._lock:
+            self._active -= 1
+
+    def work(self) -> None:
+        """Spend the model's time; requests beyond the capacity wait their turn."""
+        with self._capacity:
+            if self.latency_s > 0:
+                self._stopping.wait(self.latency_s)
+
+    def hang(self) -> None:
+        self._stopping.wait(600)
+
+    def answer(self, prompt: str) -> tuple[str, list[dict[str, Any]]]:
+        found = self.answers.get(prompt)
+        if found is None:
+            lines = prompt.strip().splitlines() or [""]
+            return f"ANSWER: {lines[-1]}", []
+        if isinstance(found, str):
+            return found, []
+        calls = [
+            {"name": c["name"], "arguments": c.get("arguments", {})}
+            for c in found.get("tool_calls", [])
+        ]
+        return str(found.get("text", "")), calls
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # a burst of new connections must not wait on the backlog
+
+
+def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(_Handler):
+        fake = server
+
+    return Handler
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stall
+    fake: FakeOpenAI
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/_stats":
+            self._send(200, self.fake.stats())
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            self._send(400, {"error": {"message": "the body is not JSON"}})
+            return
+        if self.path == "/_control":
+            self._control(body)
+            return
+        route = _ROUTES.get(self.path)
+        if route is None:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        if self.fake.api_key and self.headers.get("Authorization") != f"Bearer {self.fake.api_key}":
+            self._send(401, {"error": {"message": "invalid api key"}})
+            return
+        model = body.get("model") if isinstance(body, dict) else None
+        if self.fake.models is not None and model not in self.fake.models:
+            self._send(404, {"error": {"message": f"model '{model}' not found"}})
+            return
+        prompt = _prompt_of(body, self.path)
+        fault = self.fake.begin(prompt, self.path, dict(self.headers.items()), body)
+        try:
+            if fault is None or not self._fault(fault):
+                self.fake.work()
+                self._send(200, route(self.fake, body, prompt))
+        finally:
+            self.fake.end()
+
+    def _fault(self, fault: str) -> bool:
+        """Act out a fault; False when it was not one (the request is answered normally)."""
+        if fault in ("drop", "timeout"):
+            if fault == "timeout":
+                self.fake.hang()
+            self.close_connection = True
+            return True
+        if fault == "malformed":
+            self._send_raw(200, b"this is not {json", "application/json")
+            return True
+        if fault == "empty":
+            self._send(200, {"id": "x", "object": "chat.completion", "choices": []})
+            return True
+        status, _, retry_after = fault.partition(":")
+        if status.isdigit():
+            headers = {"Retry-After": retry_after} if retry_after else {}
+            self._send(int(status), {"error": {"message": f"injected {status}"}}, headers)
+            return True
+        return False
+
+    def _control(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            self._send(400, {"error": {"message": "expected a JSON object"}})
+            return
+        if body.get("reset"):
+            self.fake.reset()
+        if "answers" in body:
+            self.fake.answers.update(body["answers"])
+        if "match" in body:
+            self.fake.script(str(body["match"]), [str(f) for f in body.get("faults", [])])
+        self._send(200, {"ok": True})
+
+    def _send(self, status: int, data: Any, headers: Mapping[str, str] | None = None) -> None:
+        self._send_raw(status, json.dumps(data).encode(), "application/json", headers)
+
+    def _send_raw(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def _prompt_of(body: Any, path: str) -> str:
+    if not isinstance(body, dict):
+        return ""
+    if "messages" in body:
+        users = [m.get("content", "") for m in body["messages"] if m.get("role") == "user"]
+        return str(users[-1]) if users else ""
+    return str(body.get("prompt", ""))
+
+
+def _usage(prompt: str, text: str) -> dict[str, int]:
+    prompt_tokens, completion_tokens = len(prompt.split()), len(text.split())
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _chat(fake: FakeOpenAI, body: Any, prompt: str) -> dict[str, Any]:
+    text, calls = fake.answer(prompt)
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for i, c in enumerate(calls)
+        ]
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "model": body.get("model"),
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": _usage(prompt, text),
+    }
+
+
+def _completions(fake: FakeOpenAI, body: Any, prompt: str) -> dict[str, Any]:
+    text, _ = fake.answer(prompt)
+    return {
+        "id": "cmpl-fake",
+        "object": "text_completion",
+        "model": body.get("model"),
+        "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+        "usage": _usage(prompt, text),
+    }
+
+
+def _ollama_chat(fake: FakeOpenAI, body: Any, prompt: str) -> dict[str, Any]:
+    text, calls = fake.answer(prompt)
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = [
+            {"function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls
+        ]
+    usage = _usage(prompt, text)
+    return {
+        "model": body.get("model"),
+        "message": message,
+        "done": True,
+        "prompt_eval_count": usage["prompt_tokens"],
+        "eval_count": usage["completion_tokens"],
+    }
+
+
+def _ollama_generate(fake: FakeOpenAI, body: Any, prompt: str) -> dict[str, Any]:
+    text, _ = fake.answer(prompt)
+    usage = _usage(prompt, text)
+    return {
+        "model": body.get("model"),
+        "response": text,
+        "done": True,
+        "prompt_eval_count": usage["prompt_tokens"],
+        "eval_count": usage["completion_tokens"],
+    }
+
+
+_ROUTES = {
+    "/v1/chat/completions": _chat,
+    "/v1/completions": _completions,
+    "/api/chat": _ollama_chat,
+    "/api/generate": _ollama_generate,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--capacity", type=int, default=64, help="requests served at once")
+    parser.add_argument("--answers", help="a JSON file mapping prompt -> answer")
+    args = parser.parse_args(argv)
+    answers = {}
+    if args.answers:
+        with open(args.answers, encoding="utf-8") as handle:
+            answers = json.load(handle)
+    fake = FakeOpenAI(
+        latency_s=args.latency, capacity=args.capacity, answers=answers, port=args.port
+    )
+    print(fake.port, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        fake.serve_forever()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
