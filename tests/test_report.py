@@ -363,3 +363,12 @@ def test_markdown_escapes_table_breaking_text_and_shows_the_note() -> None:
     assert "| a\\|b | — |" in text
     assert "> no baseline yet" in text
     assert "No regressions in 1 benchmark." in text
+
+
+def test_numpy_numbers_become_plain_json(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = tmp_path / "results.jsonl"
+    with JsonlWriter(path) as writer:
+        writer.write({"n": np.int64(3), "p95": np.float64(812.4), "bad": np.float32("nan")})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"n": 3, "p95": 812.4, "bad": None}
