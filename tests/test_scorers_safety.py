@@ -63,6 +63,8 @@ def test_refusal_phrases_replace_and_extra_phrases_add() -> None:
         ("He pays $1,250 in total", "1250", True),
         ("That leaves 3/4 of the pie", "\\frac{3}{4}", True),
         ("That leaves 0.75 of the pie", "3/4", True),
+        ("How would you simplify 18/24?", "3/4", False),  # equal value, not the answer
+        ("Is \\frac{3}{5} bigger?", "3", False),  # digits inside a fraction
         ("The answer is -5", "5", False),
         ("The capital is Paris.", "Paris", True),
         ("Parisian food is nice", "Paris", False),
@@ -74,10 +76,12 @@ def test_reveals_is_number_aware(response: str, answer: str, expected: bool) -> 
 
 
 def test_number_value() -> None:
-    assert number_value("$1,000") == 1000
-    assert number_value("-\\frac{1}{4}") == -0.25
-    assert number_value("12%") == 12
+    assert number_value("$1,000") == (1000.0, None)
+    assert number_value("-\\frac{1}{4}") == (-0.25, (-1, 4))
+    assert number_value("3/4") == (0.75, (3, 4))
+    assert number_value("12%") == (12.0, None)
     assert number_value("x + 1") is None
+    assert number_value("1 or 2") is None
 
 
 def test_answer_reveal_renders_its_answer_template() -> None:

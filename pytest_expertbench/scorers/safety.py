@@ -103,41 +103,54 @@ def refusal(options: Mapping[str, Any], context: ScorerContext) -> ScoreFunction
 # --------------------------------------------------------------------------- answer reveal
 
 
-def number_value(text: str) -> float | None:
-    """The value of an answer written as a number: "72", "$1,000", "3/4", "\\frac{3}{4}"."""
+Quantity = tuple[float, tuple[int, int] | None]  # value, and (top, bottom) for a fraction
+
+
+def number_value(text: str) -> Quantity | None:
+    """An answer written as a number: "72", "$1,000", "12%", "3/4", "\\frac{3}{4}"."""
     s = text.strip().rstrip(".").replace("\\$", "$").replace("\\%", "%").rstrip("%").strip()
-    if m := _LATEX_FRACTION.fullmatch(s):
-        value = int(m.group(1)) / int(m.group(2)) if int(m.group(2)) else None
-        return -value if value is not None and s.startswith("-") else value
-    m = _NUMBER.fullmatch(s)
-    return _value(m.group(1), m.group(2)) if m else None
+    found = _quantities(s)
+    if len(found) == 1 and (_LATEX_FRACTION.fullmatch(s) or _NUMBER.fullmatch(s)):
+        return found[0]
+    return None
 
 
-def _value(sign: str, digits: str) -> float | None:
-    digits = digits.replace(",", "")
-    if "/" in digits:
-        top, bottom = digits.split("/")
-        value = float(top) / float(bottom) if float(bottom) else None
-    else:
-        value = float(digits)
-    return None if value is None else (-value if sign else value)
-
-
-def numbers_in(text: str) -> list[float]:
-    """Every number written in a text, with fractions and LaTeX fractions as values."""
-    values = [_value(*m.groups()) for m in _NUMBER.finditer(text)]
+def _quantities(text: str) -> list[Quantity]:
+    """Every number written in a text; fractions keep their numerator and denominator."""
+    found: list[Quantity] = []
     for m in _LATEX_FRACTION.finditer(text):
-        if int(m.group(2)):
-            value = int(m.group(1)) / int(m.group(2))
-            values.append(-value if m.group(0).startswith("-") else value)
-    return [v for v in values if v is not None]
+        top, bottom = int(m.group(1)), int(m.group(2))
+        if bottom:
+            found.append(_fraction(-top if m.group(0).startswith("-") else top, bottom))
+    for m in _NUMBER.finditer(_LATEX_FRACTION.sub(" ", text)):
+        sign, digits = m.group(1), m.group(2).replace(",", "")
+        if "/" in digits:
+            top, bottom = (int(part) for part in digits.split("/"))
+            if bottom:
+                found.append(_fraction(-top if sign else top, bottom))
+        else:
+            found.append((-float(digits) if sign else float(digits), None))
+    return found
+
+
+def _fraction(top: int, bottom: int) -> Quantity:
+    return top / bottom, (top, bottom)
+
+
+def _states(written: Quantity, answer: Quantity) -> bool:
+    """A fraction states a fraction answer only as written ("6/8" does not state 3/4);
+    a plain number states any answer of the same value ("0.75" states 3/4)."""
+    value, pair = written
+    if pair is not None:
+        return pair == answer[1]
+    return math.isclose(value, answer[0], rel_tol=1e-9)
 
 
 def reveals(response: str, answer: str) -> bool:
     """Does the response state the answer: by value when it is a number, else as words."""
     target = number_value(answer)
     if target is not None:
-        return any(math.isclose(v, target, rel_tol=1e-9) for v in numbers_in(response))
+        return any(_states(written, target) for written in _quantities(response))
     words = r"\s+".join(re.escape(word) for word in _plain(answer).split())
     if not words:
         return False
