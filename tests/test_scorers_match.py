@@ -58,8 +58,8 @@ def lm_eval_exact_match(
         predictions, references = np.char.lower(predictions), np.char.lower(references)
     if ignore_punctuation:
         table = str.maketrans("", "", string.punctuation)
-        predictions = np.char.translate(predictions, table=table)
-        references = np.char.translate(references, table=table)
+        predictions = np.array([str(x).translate(table) for x in predictions])
+        references = np.array([str(x).translate(table) for x in references])
     return float(np.mean(predictions == references))
 
 
