@@ -22,6 +22,7 @@ from pytest_expertbench.records import Completion, Request, ToolCall
 CacheMode = Literal["on", "off", "refresh"]
 CACHE_MODES: tuple[CacheMode, ...] = ("on", "off", "refresh")
 FILE_NAME = "responses.sqlite3"
+_FILE_SUFFIXES = (".sqlite3", ".sqlite", ".db")
 _KEY_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -39,6 +40,9 @@ class CacheError(Exception):
 class ResponseCache:
     """Answers keyed by what was asked of whom, in ``<directory>/responses.sqlite3``.
 
+    ``path`` is the cache directory, or the SQLite file itself when it ends in
+    ``.sqlite3``, ``.sqlite`` or ``.db``.
+
     ``mode`` ``"on"`` reads and writes, ``"refresh"`` writes without reading (every
     request is asked again and its new answer replaces the old), ``"off"`` neither
     reads, writes nor creates the file.
@@ -48,7 +52,8 @@ class ResponseCache:
         if mode not in CACHE_MODES:
             raise ValueError(f"cache mode must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
         self.mode: CacheMode = mode
-        self.file = Path(path) / FILE_NAME
+        path = Path(path)
+        self.file = path if path.suffix in _FILE_SUFFIXES else path / FILE_NAME
         self._lock = threading.Lock()
         self._connection = None if mode == "off" else self._open()
 

@@ -54,6 +54,15 @@ def test_an_answer_comes_back_marked_cached_after_a_reopen(tmp_path: Path) -> No
     assert (found.prompt_tokens, found.completion_tokens) == (9, 1)
 
 
+def test_the_path_may_name_the_file_itself(tmp_path: Path) -> None:
+    by_file = ResponseCache(tmp_path / FILE_NAME)
+    key = by_file.key(IDENTITY, REQUEST)
+    by_file.put(key, ANSWER)
+    by_file.close()
+    assert ResponseCache(tmp_path).get(key) is not None
+    assert ResponseCache(tmp_path / "other.db").file == tmp_path / "other.db"
+
+
 def test_refresh_writes_without_reading(tmp_path: Path) -> None:
     refresh = ResponseCache(tmp_path, mode="refresh")
     key = refresh.key(IDENTITY, REQUEST)
