@@ -407,6 +407,19 @@ def test_a_bad_replay_file_names_the_line(tmp_path: Path) -> None:
     assert raised.value.path == path and raised.value.key == "line 2"
 
 
+def test_a_folder_of_replay_files_is_read_whole(tmp_path: Path) -> None:
+    write_replay(tmp_path / "gsm8k.jsonl", [result("42", "forty-two")])
+    (tmp_path / "other.jsonl").write_text(
+        json.dumps({"benchmark": "other", "id": "1", "response": "one"}) + "\n"
+    )
+    target = build_target(spec("replay", path=str(tmp_path)))
+    assert ask(target).text == "forty-two"
+    assert ask(target, Request("other", "1", "?")).text == "one"
+    write_replay(tmp_path / "again.jsonl", [result("42", "twice")])
+    with pytest.raises(ConfigError, match=r"a second answer for gsm8k\[42\]"):
+        build_target(spec("replay", path=str(tmp_path))).load()  # type: ignore[attr-defined]
+
+
 def test_a_missing_replay_file_fails_at_build_time(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         build_target(spec("replay", path=str(tmp_path / "nope.jsonl")))

@@ -1,5 +1,8 @@
 """Answers recorded earlier (``--expert-bench-record``), replayed without a model.
 
+``path`` is one JSONL file or a folder whose ``*.jsonl`` files are read together
+(one file per benchmark, say); an answer recorded twice is an error.
+
 A replay is deterministic down to its latency: each answer keeps the latency it was
 recorded with (the target says ``live = False`` and the engine keeps the Completion's
 own ``latency_ms``), so a replayed run's metrics equal the recorded run's.
@@ -54,7 +57,16 @@ class ReplayTarget:
 
 
 def read_replay(path: Path) -> Recording:
+    """The answers of a replay file, or of every ``*.jsonl`` file of a folder."""
+    if not path.is_dir():
+        return _read_file(path, {})
     answers: Recording = {}
+    for file in sorted(path.glob("*.jsonl")):
+        _read_file(file, answers)
+    return answers
+
+
+def _read_file(path: Path, answers: Recording) -> Recording:
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
@@ -63,6 +75,10 @@ def read_replay(path: Path) -> Recording:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 key, completion = _row(line, path, number)
+                if key in answers:
+                    raise ConfigError(
+                        path, f"line {number}", f"a second answer for {key[0]}[{key[1]}]"
+                    )
                 answers[key] = completion
     return answers
 
@@ -130,6 +146,6 @@ def build(spec: TargetSpec) -> ReplayTarget:
     options = Options(spec)
     options.reject_unknown(_OPTIONS)
     path = Path(options.required("path"))
-    if not path.is_file():
-        raise options.error("path", f"the replay file {path} does not exist")
+    if not path.exists():
+        raise options.error("path", f"the replay file or folder {path} does not exist")
     return ReplayTarget(name=spec.name, path=path)
