@@ -184,7 +184,9 @@ class ProcessRun:
     """What one process (controller or xdist worker) needs to run items."""
 
     plan: Plan
+    target: Any  # targets.Target, built at configure time so a bad one is a usage error
     engine: Any = None  # engine.Engine, created at the first item
+    cache: Any = None  # cache.ResponseCache of the engine, closed with it
     prefetched: set[str] = field(default_factory=set)  # node ids already handed to the engine
 
 
@@ -222,13 +224,14 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = settings_from(config, suites)
     try:
         plan = make_plan(settings, with_baselines=_is_controller(config))
+        target = make_target(config, plan.target)
     except (ConfigError, BaselineError) as exc:
         raise pytest.UsageError(str(exc)) from None
     for planned in plan.benchmarks:
         for marker in planned.benchmark.markers:
             if marker not in BUILTIN_MARKERS:
                 config.addinivalue_line("markers", f"{marker}: from {planned.benchmark.path.name}")
-    config.stash[RUN_KEY] = ProcessRun(plan=plan)
+    config.stash[RUN_KEY] = ProcessRun(plan=plan, target=target)
     if _is_controller(config):
         partial = settings.report_dir / "results.partial.jsonl"
         config.stash[COLLECTED_KEY] = Collected(partial=partial)
@@ -281,9 +284,14 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
-    if run is not None and run.engine is not None:
+    if run is None:
+        return
+    if run.engine is not None:
         run.engine.close()
         run.engine = None
+    if run.cache is not None:
+        run.cache.close()
+        run.cache = None
 
 
 # --------------------------------------------------------------------------- collection
@@ -309,8 +317,10 @@ class BenchmarkFile(pytest.File):
     def collect(self) -> Iterator[BenchmarkItem]:
         bench = self.planned.benchmark
         for example in self.planned.examples.examples:
+            name = f"{bench.name}[{_safe_id(example.id)}]"
+            # A string node id is parsed the way --lf and -k parse one (name + params).
             item: BenchmarkItem = BenchmarkItem.from_parent(
-                self, name=f"{bench.name}[{_safe_id(example.id)}]"
+                self, name=name, nodeid=f"{self.nodeid}::{name}"
             )
             item.example_index = example.index
             item.example = example
@@ -383,7 +393,7 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
     example asked exactly once.
     """
     if run.engine is None:
-        run.engine = _make_engine(item.config, run.plan)
+        run.engine = _make_engine(run)
     dist = item.config.getoption("dist", "no") if not _is_controller(item.config) else "no"
     if dist in FAST_DIST_MODES:
         upcoming = [
@@ -415,22 +425,21 @@ def _queued_items(item: BenchmarkItem) -> list[BenchmarkItem]:
     return queued
 
 
-def _make_engine(config: pytest.Config, plan: Plan) -> Any:
+def _make_engine(run: ProcessRun) -> Any:
     from pytest_expertbench.cache import ResponseCache
     from pytest_expertbench.engine import Engine, EngineSettings
 
-    target = make_target(config, plan.target)
+    plan = run.plan
     settings = plan.settings
-    cache = None
-    if settings.cache != "off":
-        cache = ResponseCache(settings.cache_dir / "responses.sqlite3", mode=settings.cache)
+    if settings.cache != "off" and getattr(run.target, "live", True):
+        run.cache = ResponseCache(settings.cache_dir / "responses.sqlite3", mode=settings.cache)
     engine_settings = EngineSettings(
         concurrency=plan.target.concurrency or settings.concurrency,
         timeout_s=plan.target.timeout_s,
         max_retries=plan.target.max_retries,
         requests_per_minute=plan.target.requests_per_minute,
     )
-    return Engine(target, engine_settings, cache)
+    return Engine(run.target, engine_settings, run.cache)
 
 
 def make_target(config: pytest.Config, spec: TargetSpec) -> Any:
@@ -466,12 +475,14 @@ class ResultSink:
         self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        record = getattr(report, "expertbench", None)
+        self._keep(report.nodeid, getattr(report, "expertbench", None))
+
+    def _keep(self, nodeid: str, record: dict[str, Any] | None) -> None:
         collected = self.config.stash.get(COLLECTED_KEY, None)
         if record is None or collected is None:
             return
         result = result_from_json(record)
-        collected.results[report.nodeid] = result
+        collected.results[nodeid] = result
         try:
             if collected.writer is None:
                 collected.partial.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import datasets  # noqa: F401  (imported once here: pytester's in-process runs must not re-import it)
 import pytest
 
 from tests.helpers import SHARED_DATASETS, Project
@@ -19,3 +21,13 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"the shared datasets are not on this machine ({SHARED_DATASETS})")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One Hugging Face cache for the whole session, outside every test's project."""
+    path = tmp_path_factory.mktemp("hf-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HOME", str(path))
+    yield path
+    mp.undo()

@@ -55,6 +55,10 @@ def replay_rows(benchmark: str, wrong: Iterable[str] = ()) -> list[dict[str, Any
     return rows
 
 
+# pytester's captured output of subprocess runs, and caches that are not the project's
+IGNORED_IN_SNAPSHOTS = {"stdout", "stderr", ".cache", ".pytest_cache"}
+
+
 class Project:
     """A throw-away benchmark project inside a pytester directory."""
 
@@ -106,7 +110,9 @@ class Project:
         return {
             str(p.relative_to(self.root)): p.read_bytes()
             for p in sorted(self.root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts
+            if p.is_file()
+            and "__pycache__" not in p.parts
+            and p.relative_to(self.root).parts[0] not in IGNORED_IN_SNAPSHOTS
         }
 
 

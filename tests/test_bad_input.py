@@ -110,7 +110,9 @@ def test_an_unknown_suite_says_so(project: Project) -> None:
     ],
     ids=["truncated", "empty", "future-schema", "not-an-object"],
 )
-def test_a_corrupt_baseline_is_refused_and_kept(project: Project, content: str, expected: str) -> None:
+def test_a_corrupt_baseline_is_refused_and_kept(
+    project: Project, content: str, expected: str
+) -> None:
     path = project.root / "baselines" / "demo" / "quick" / "mini.json"
     path.parent.mkdir(parents=True)
     path.write_text(content)
@@ -140,13 +142,13 @@ def test_a_nan_score_errors_the_item_and_names_the_scorer(project: Project) -> N
     )
     project.write(
         "mini.yaml",
-        MINI_YAML.replace(
-            "metrics:", "  - always_nan: {}\nmetrics:"
-        ),
+        MINI_YAML.replace("metrics:", "  - always_nan: {}\nmetrics:"),
     )
     result = project.run("--expert-bench=quick", OUT)
     result.assert_outcomes(failed=6)
-    result.stdout.fnmatch_lines(["*mini.yaml: scorers[[]1[]] (always_nan) gave nan for example q0*"])
+    result.stdout.fnmatch_lines(
+        ["*mini.yaml: scorers[[]1[]] (always_nan) gave nan for example q0*"]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
