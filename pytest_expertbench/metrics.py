@@ -125,7 +125,9 @@ def _mean(data: FloatArray, z: float) -> tuple[float, Interval, str]:
     if data.size == 1:
         return value, (value, value), "exact"
     half = z * float(np.std(data, ddof=1)) / math.sqrt(data.size)
-    return value, (value - half, value + half), "normal"
+    # A mean cannot leave the range of its data: 0/1 scores keep an interval in [0, 1].
+    low, high = float(np.min(data)), float(np.max(data))
+    return value, (max(value - half, low), min(value + half, high)), "normal"
 
 
 def _rate(data: FloatArray, z: float) -> tuple[float, Interval, str]:

@@ -42,7 +42,7 @@ def test_mean_has_a_normal_interval() -> None:
     metric = result("mean", values)
     half = 1.959963984540054 * statistics.stdev(values) / math.sqrt(len(values))
     assert metric.value == 0.75
-    assert metric.ci == pytest.approx((0.75 - half, 0.75 + half), rel=1e-12)
+    assert metric.ci == pytest.approx((0.75 - half, min(0.75 + half, 1.0)), rel=1e-12)
 
 
 def test_other_confidences_use_their_own_z() -> None:
@@ -158,3 +158,11 @@ def test_twenty_thousand_values_stay_small_and_fast() -> None:
     assert metric.samples_used == 20_000
     assert peak < 50 * 1024 * 1024
     assert elapsed < 30  # a generous bound for a slow CI machine; about a second here
+
+
+def test_a_mean_interval_stays_within_the_range_of_the_data() -> None:
+    spec = MetricSpec(name="accuracy", of="ok", agg="mean", direction="higher")
+    result = aggregate(spec, "b", [1.0] * 19 + [0.0])
+    assert result is not None and result.ci is not None
+    assert result.ci[1] == 1.0  # the normal approximation alone would reach past 1
+    assert 0.0 <= result.ci[0] < result.value
