@@ -18,6 +18,7 @@ import yaml
 
 from pytest_expertbench.records import Direction, Threshold
 from pytest_expertbench.scorers import (
+    Asker,
     OptionError,
     ScoreFunction,
     ScorerContext,
@@ -181,7 +182,7 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(path, "", f"not valid YAML: {where}{problem}") from None
 
 
-def load_benchmarks(directory: Path) -> list[Benchmark]:
+def load_benchmarks(directory: Path, asker: Asker | None = None) -> list[Benchmark]:
     """Every benchmark file in ``directory``, sorted by file name."""
     if not directory.is_dir():
         raise ConfigError(directory, "", "the benchmark directory does not exist")
@@ -190,7 +191,7 @@ def load_benchmarks(directory: Path) -> list[Benchmark]:
     for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
         if path.stem == "targets":
             continue
-        bench = load_benchmark(path)
+        bench = load_benchmark(path, asker)
         if bench.name in names:
             raise ConfigError(
                 path, "name", f"{bench.name!r} is already used by {names[bench.name]}"
@@ -200,14 +201,14 @@ def load_benchmarks(directory: Path) -> list[Benchmark]:
     return benchmarks
 
 
-def load_benchmark(path: Path) -> Benchmark:
+def load_benchmark(path: Path, asker: Asker | None = None) -> Benchmark:
     doc = read_yaml(path)
     reader = _Reader(path, doc, "")
     name = reader.str("name", default=path.stem)
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise ConfigError(path, "name", f"{name!r} must be letters, digits, '_', '-' or '.'")
     tools = tuple(reader.mapping_list("tools", default=[]))
-    scorers = _scorers(reader, ScorerContext(benchmark_path=path, tools=tools))
+    scorers = _scorers(reader, ScorerContext(benchmark_path=path, tools=tools, asker=asker))
     generation = reader.mapping("generation", default={})
     bench = Benchmark(
         name=name,

@@ -13,11 +13,23 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from pytest_expertbench.records import Completion, Example, Score
+from pytest_expertbench.records import Completion, Example, Request, Score
 
 ScoreFunction = Callable[[Completion, Example], Score]
+
+
+class Asker(Protocol):
+    """Asks a named target of the targets file (for scorers such as ``judge``).
+
+    Bound to the run's targets before benchmarks are read; the requests go through
+    the same engine (retries, cache) as the model under test.
+    """
+
+    def names(self) -> set[str]: ...
+
+    def ask(self, target: str, request: Request) -> Completion: ...
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,7 @@ class ScorerContext:
 
     benchmark_path: Path
     tools: tuple[Mapping[str, Any], ...] = ()
+    asker: Asker | None = None  # None outside a plugin run (plain config loading)
 
 
 ScorerFactory = Callable[[Mapping[str, Any], ScorerContext], ScoreFunction]
