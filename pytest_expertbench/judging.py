@@ -1,0 +1,103 @@
+"""Named targets that scorers may ask, through the same engine and cache as the run.
+
+A ``judge`` scorer asks a second model to grade the answer of the model under test.
+That second model deserves what the first one gets: bounded concurrency, retries
+with backoff, and the response cache, so that a judgement once paid for is never
+paid for again. :class:`TargetPool` gives each named target of the targets file
+its own :class:`~pytest_expertbench.engine.Engine`, built the first time a scorer
+asks it: a run (or an xdist controller) that judges nothing opens no connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+from pytest_expertbench.cache import ResponseCache
+from pytest_expertbench.config import ConfigError, TargetsFile, TargetSpec
+from pytest_expertbench.engine import Engine, EngineSettings
+from pytest_expertbench.records import Completion, Request, TargetError
+from pytest_expertbench.targets import Target
+
+__all__ = ["TargetPool"]
+
+
+class TargetPool:
+    """Asks any target of a targets file by name (the scorers' :class:`Asker`).
+
+    ``settings`` are the run's engine settings; a target's own ``concurrency``,
+    ``timeout_s``, ``max_retries`` and ``requests_per_minute`` override them, as
+    they do for the model under test. The pool does not own ``cache``: whoever
+    opened it closes it, after :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        targets: TargetsFile,
+        make_target: Callable[[TargetSpec], Target],
+        settings: EngineSettings,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        self._targets = targets
+        self._make_target = make_target
+        self._settings = settings
+        self._cache = cache
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def names(self) -> set[str]:
+        return set(self._targets.targets)
+
+    def ask(self, target: str, request: Request) -> Completion:
+        """The answer of ``target``; raises TargetError when it cannot be had.
+
+        A target that cannot be built (an unknown name, a bad option, an unset API
+        key variable) raises TargetError too, so the caller reports one line on the
+        item that needed it instead of stopping the run.
+        """
+        return self._engine(target).result(request)
+
+    def close(self) -> None:
+        """Stop every engine the pool started; idempotent."""
+        with self._lock:
+            self._closed = True
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.close()
+
+    def __enter__(self) -> TargetPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _engine(self, name: str) -> Engine:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the target pool is closed")
+            engine = self._engines.get(name)
+            if engine is None:
+                engine = self._engines[name] = self._build(name)
+            return engine
+
+    def _build(self, name: str) -> Engine:
+        spec = self._targets.targets.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self._targets.targets)) or "none"
+            raise TargetError(f"unknown target {name!r} in {self._targets.path} (known: {known})")
+        try:
+            target = self._make_target(spec)
+        except ConfigError as exc:
+            raise TargetError(f"cannot use the target {name!r}: {exc}") from None
+        return Engine(target, self._settings_for(spec), self._cache)
+
+    def _settings_for(self, spec: TargetSpec) -> EngineSettings:
+        return replace(
+            self._settings,
+            concurrency=spec.concurrency or self._settings.concurrency,
+            timeout_s=spec.timeout_s,
+            max_retries=spec.max_retries,
+            requests_per_minute=spec.requests_per_minute,
+        )
