@@ -45,6 +45,7 @@ BUILTIN_MARKERS = {
     "slow": "a benchmark that takes long",
 }
 FAST_DIST_MODES = ("no", "loadfile", "loadscope")
+DIST_KEY = "expertbench_dist"  # the controller's --dist mode, in each worker's workerinput
 
 # --------------------------------------------------------------------------- options
 
@@ -282,6 +283,12 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     return lines
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Tell each xdist worker the --dist mode: workers see their own as "no"."""
+    node.workerinput[DIST_KEY] = node.config.getoption("dist", "no")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
     if run is None:
@@ -394,7 +401,7 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
     """
     if run.engine is None:
         run.engine = _make_engine(run)
-    dist = item.config.getoption("dist", "no") if not _is_controller(item.config) else "no"
+    dist = getattr(item.config, "workerinput", {}).get(DIST_KEY, "no")
     if dist in FAST_DIST_MODES:
         upcoming = [
             i

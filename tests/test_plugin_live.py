@@ -1,0 +1,228 @@
+"""The plugin against a real OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.helpers import QUESTIONS, Project, replay_rows
+from tests.support.fake_openai import FakeOpenAI
+
+OUT = "--expert-bench-report-dir=reports/out"
+ANSWERS = {text: f"The answer is {answer.split()[-1]}." for _, text, answer in QUESTIONS}
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(answers=ANSWERS, latency_s=0.02) as fake:
+        yield fake
+
+
+def use_server(project: Project, base_url: str, **extra: Any) -> None:
+    target = {"kind": "openai", "base_url": base_url, "model": "fake", **extra}
+    project.targets({"live": target}, default="live")
+
+
+def test_every_example_is_asked_once_and_a_rerun_is_served_from_the_cache(
+    project: Project, server: FakeOpenAI
+) -> None:
+    use_server(project, server.base_url)
+    first = project.run("--expert-bench=quick", OUT)
+    first.assert_outcomes(passed=6)
+    assert project.metric(project.results(), "mini.accuracy")["value"] == 1.0
+    assert dict(server.counts) == {text: 1 for _, text, _ in QUESTIONS}
+
+    second = project.run("--expert-bench=quick", OUT)
+    second.assert_outcomes(passed=6)
+    assert server.total == 6  # no request: every answer came from the cache
+
+    project.run("--expert-bench=quick", "--expert-bench-cache=refresh", OUT)
+    assert server.total == 12
+    project.run("--expert-bench=quick", "--expert-bench-cache=off", OUT)
+    assert server.total == 18
+
+
+def test_retries_recover_and_a_lost_example_errors_only_its_item(
+    project: Project, server: FakeOpenAI
+) -> None:
+    use_server(project, server.base_url, max_retries=2, timeout_s=0.5)
+    server.script(match="2 + 3", faults=["500", "429:0"])
+    server.script(match="10 - 4", faults=["drop"])
+    server.script(match="3 x 4", faults=["500", "500", "500"])
+    result = project.run("--expert-bench=quick", "--expert-bench-cache=off", OUT)
+    result.assert_outcomes(passed=5, errors=1)
+    result.stdout.fnmatch_lines(["*mini[[]q2[]]: model request failed: *500*"])
+    assert "Traceback" not in result.stdout.str()
+    accuracy = project.metric(project.results(), "mini.accuracy")
+    assert accuracy["value"] == 1.0
+    assert accuracy["samples_used"] == 5
+    assert server.counts["What is 2 + 3?"] == 3
+    assert server.counts["What is 3 x 4?"] == 3  # the first try and two retries
+    failed = next(r for r in project.results() if r.get("id") == "q2")
+    assert "500" in failed["error"]
+
+
+def test_an_unreachable_model_errors_every_item_with_one_line(project: Project) -> None:
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    use_server(project, f"http://127.0.0.1:{port}/v1", max_retries=0)
+    result = project.run("--expert-bench=quick", OUT)
+    result.assert_outcomes(errors=6)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([f"*mini[[]q0[]]: model request failed: *127.0.0.1:{port}*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+TIMING = ("latency_ms", "tokens_per_s")
+
+
+def comparable_rows(project: Project, name: str) -> list[dict[str, Any]]:
+    """The rows without what a live server's timing changes from run to run."""
+    rows = []
+    for row in project.results(name):
+        row.pop("captured_at", None)
+        for score in TIMING:
+            row.get("scores", {}).pop(score, None)
+        if not str(row.get("metric_id", "")).endswith(TIMING):
+            rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("dist", ["load", "loadfile"])
+def test_xdist_gives_the_same_numbers_and_asks_once(
+    project: Project, server: FakeOpenAI, dist: str
+) -> None:
+    use_server(project, server.base_url)
+    project.write("other.yaml", MINI_TWIN)
+    args = ("--expert-bench=quick", "--expert-bench-cache=off")
+    serial = project.run(*args, "--expert-bench-report-dir=reports/serial", subprocess=True)
+    serial.assert_outcomes(passed=12)
+    assert set(server.counts.values()) == {2}  # each question once per benchmark
+    server.reset()
+
+    spread = project.run(
+        *args, "-n", "2", "--dist", dist, "--expert-bench-report-dir=reports/xdist", subprocess=True
+    )
+    spread.assert_outcomes(passed=12)
+    assert set(server.counts.values()) == {2}
+    assert comparable_rows(project, "serial") == comparable_rows(project, "xdist")
+    if dist == "load":
+        assert "use --dist loadfile for full speed" in spread.stdout.str()
+
+
+def test_xdist_writes_the_same_files_as_a_serial_run(project: Project) -> None:
+    """With recorded answers (recorded latency too) every byte but the time stamps agrees."""
+    project.write("other.yaml", MINI_TWIN)
+    project.set_replay(replay_rows("mini", wrong=["q2"]) + replay_rows("twin", wrong=["q5"]))
+    project.run("--expert-bench=quick", "--expert-bench-save-baseline", OUT)
+    names = {"serial": (), "xdist": ("-n", "2")}
+    for name, extra in names.items():
+        result = project.run(
+            "--expert-bench=quick", f"--expert-bench-report-dir=reports/{name}", *extra,
+            subprocess=True,
+        )  # fmt: skip
+        result.assert_outcomes(passed=12)
+    rows = {}
+    for name in names:
+        rows[name] = project.results(name)
+        for row in rows[name]:
+            row.pop("captured_at", None)
+    assert rows["serial"] == rows["xdist"]
+    assert any(r.get("status") == "ok" for r in rows["serial"])  # compared with the baseline
+    summaries = [(project.report_dir(n) / "summary.md").read_text() for n in names]
+    assert summaries[0] == summaries[1]
+
+
+MINI_TWIN = """\
+name: twin
+dataset: {file: data/mini.jsonl, id: id}
+suites: {quick: all}
+prompt: "{question}"
+generation: {temperature: 0}
+scorers: [{numeric_match: {target: "{answer}"}}]
+metrics:
+  accuracy: {of: numeric_match, direction: higher}
+"""
+
+
+def test_a_killed_run_resumes_from_the_cache(project: Project) -> None:
+    with FakeOpenAI(answers=ANSWERS, latency_s=0.4, capacity=2) as slow:
+        use_server(project, slow.base_url, concurrency=2)
+        cache = project.root / "cache"
+        command = [
+            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--expert-bench=quick",
+            f"--expert-bench-cache-dir={cache}", OUT,
+        ]  # fmt: skip
+        process = subprocess.Popen(command, cwd=project.root, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while _cached(cache) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        kept = _cached(cache)
+        assert 2 <= kept < 6, "the run must be killed mid-way"
+        asked_before = slow.total
+        slow.reset()
+
+        rerun = project.run("--expert-bench=quick", f"--expert-bench-cache-dir={cache}", OUT)
+        rerun.assert_outcomes(passed=6)
+        assert slow.total == 6 - kept  # only what was missing
+        assert asked_before >= kept
+
+
+def _cached(cache_dir: Any) -> int:
+    path = cache_dir / "responses.sqlite3"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=5) as connection:
+            tables = [
+                r[0]
+                for r in connection.execute("select name from sqlite_master where type = 'table'")
+            ]
+            return sum(
+                connection.execute(f"select count(*) from {t}").fetchone()[0] for t in tables
+            )
+    except sqlite3.Error:
+        return 0
+
+
+def test_summary_is_appended_to_the_github_step_summary(
+    project: Project, server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_server(project, server.base_url)
+    step_summary = project.root / "step_summary.md"
+    step_summary.write_text("# earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+    project.run("--expert-bench=quick", OUT)
+    text = step_summary.read_text()
+    assert text.startswith("# earlier step\n")
+    assert (project.report_dir() / "summary.md").read_text() in text
+
+
+def test_the_api_key_never_reaches_a_file(
+    project: Project, server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("FAKE_KEY", secret)
+    use_server(project, server.base_url, api_key_env="FAKE_KEY")
+    project.run(
+        "--expert-bench=quick",
+        "--expert-bench-save-baseline",
+        "--expert-bench-record=rec.jsonl",
+        OUT,
+    ).assert_outcomes(passed=6)
+    assert server.received[-1].headers.get("Authorization") == f"Bearer {secret}"
+    for path, content in project.snapshot_files().items():
+        assert secret.encode() not in content, path
+    assert json.loads((project.root / "rec.jsonl").read_text().splitlines()[0])["id"] == "q0"
