@@ -61,8 +61,9 @@ class ResponseCache:
         """The same question to the same model gives the same key, whatever the benchmark.
 
         The benchmark name and example id are left out on purpose, so that two
-        benchmarks sharing a prompt share its answer. ``identity`` never holds a
-        secret (targets promise it), so neither does the key.
+        benchmarks sharing a prompt share its answer. The example's fields are in
+        (the engine empties them for targets that do not read them). ``identity``
+        never holds a secret (targets promise it), so neither does the key.
         """
         asked = {
             "v": _KEY_VERSION,
@@ -71,6 +72,7 @@ class ResponseCache:
             "system": request.system,
             "generation": request.generation,
             "tools": list(request.tools),
+            "fields": request.fields,
         }
         canonical = json.dumps(
             asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str

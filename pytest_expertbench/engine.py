@@ -161,6 +161,7 @@ class Engine:
         self.cache = cache
         self._live = bool(getattr(target, "live", True))
         self._identity: Mapping[str, Any] = target.identity()
+        self._reads_fields = bool(getattr(target, "reads_fields", False))
         self._lock = threading.Condition()
         self._state: dict[Key, str] = {}
         self._queue: deque[Request] = deque()
@@ -347,7 +348,7 @@ class Engine:
 
     async def _answer(self, request: Request) -> Completion:
         cache = self.cache if self._live and is_cacheable(request) else None
-        key = cache.key(self._identity, request) if cache is not None else ""
+        key = cache.key(self._identity, self._keyed(request)) if cache is not None else ""
         if cache is not None:
             hit = await asyncio.to_thread(cache.get, key)
             if hit is not None:
@@ -356,6 +357,11 @@ class Engine:
         if cache is not None:
             await asyncio.to_thread(cache.put, key, completion)
         return completion
+
+    def _keyed(self, request: Request) -> Request:
+        """The request as the cache key sees it: example fields count only if the target reads
+        them, so that a prompt shared by two benchmarks shares its answer."""
+        return request if self._reads_fields else replace(request, fields={})
 
     async def _ask_with_retries(self, request: Request) -> Completion:
         attempt = 0

@@ -214,6 +214,25 @@ def test_a_sampled_request_is_not_cached(server: FakeOpenAI, tmp_path: Path) -> 
     assert server.counts == {"question 0": 3, "question 1": 3}
 
 
+def test_fields_count_in_the_cache_key_only_for_a_target_that_reads_them(
+    tmp_path: Path,
+) -> None:
+    def answer(prompt: str, fields: dict[str, str]) -> str:
+        return f"{prompt}/{fields['x']}"
+
+    def ask(target: PythonTarget | OpenAITarget, fields: dict[str, str]) -> Completion:
+        with Engine(target, FAST, ResponseCache(tmp_path)) as engine:
+            return engine.result(Request("b", "0", "p", fields=fields))
+
+    reader = PythonTarget(name="py", function_name="answer", function=answer, keywords=frozenset({"fields"}))
+    assert ask(reader, {"x": "1"}).text == "p/1"
+    assert ask(reader, {"x": "2"}).text == "p/2"
+    with FakeOpenAI() as server:
+        ask(target_of(server), {"x": "1"})
+        second = ask(target_of(server), {"x": "2"})
+    assert second.cached and server.total == 1
+
+
 def test_two_processes_share_one_cache(server: FakeOpenAI, tmp_path: Path) -> None:
     prompts = [f"question {i}" for i in range(20)]
     context = multiprocessing.get_context("spawn")

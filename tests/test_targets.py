@@ -345,6 +345,26 @@ def test_python_functions(module: str) -> None:
     assert call("coroutine").text == "42"
 
 
+def test_python_identity_follows_the_source(
+    module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = build_target(spec("python", function=f"{module}:plain"))
+    assert not before.reads_fields  # type: ignore[attr-defined]
+    assert build_target(spec("python", function=f"{module}:with_context")).reads_fields  # type: ignore[attr-defined]
+    (tmp_path / "edited_answers.py").write_text(MODULE.replace("prompt.upper()", "prompt"))
+    after = build_target(spec("python", function="edited_answers:plain"))
+    assert before.identity()["source"] != after.identity()["source"]
+
+
+def test_http_reads_fields_only_when_its_body_names_them() -> None:
+    def reads(body: Any) -> bool:
+        target = build_target(spec("http", url="http://x", response_path="a", body=body))
+        return bool(target.reads_fields)  # type: ignore[attr-defined]
+
+    assert not reads({"q": "{prompt}", "s": ["{system}"]})
+    assert reads({"q": "{question}"})
+
+
 def test_python_errors(module: str) -> None:
     broken = error_of(build_target(spec("python", function=f"{module}:broken")))
     assert broken.message == "ValueError: no idea at all"

@@ -41,7 +41,9 @@ class Target(Protocol):
     ``live`` is False for a target that replays answers recorded earlier: the engine
     then keeps the Completion's own ``latency_ms`` (the recorded one) instead of
     timing the call, and never caches its answers. A target without the attribute
-    is treated as live.
+    is treated as live. An optional ``reads_fields`` attribute, True when the answer
+    may depend on ``Request.fields`` beyond the prompt (an ``http`` body template, a
+    Python function), puts the fields into the cache key.
     """
 
     @property

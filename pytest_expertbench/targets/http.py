@@ -30,6 +30,7 @@ class HttpTarget:
     api_key_header: str = "Authorization"
     api_key: str | None = field(default=None, repr=False)
     live: bool = True
+    reads_fields: bool = True
 
     def identity(self) -> Mapping[str, Any]:
         return {
@@ -82,19 +83,15 @@ def _render(template: Any, values: Mapping[str, Any]) -> Any:
     return template
 
 
-def _check_body(body: Any, options: Options) -> None:
-    """Malformed templates fail when the targets file is read, not on the first request."""
+def _fields_used(body: Any) -> set[str]:
+    """The fields a body template names; TemplateError when one of its texts is malformed."""
     if isinstance(body, str):
-        try:
-            fields_of(body)
-        except TemplateError as exc:
-            raise options.error("body", str(exc)) from None
-    elif isinstance(body, Mapping):
-        for value in body.values():
-            _check_body(value, options)
-    elif isinstance(body, list):
-        for value in body:
-            _check_body(value, options)
+        return fields_of(body)
+    values = body.values() if isinstance(body, Mapping) else body if isinstance(body, list) else []
+    used: set[str] = set()
+    for value in values:
+        used |= _fields_used(value)
+    return used
 
 
 def build(spec: TargetSpec) -> HttpTarget:
@@ -103,11 +100,15 @@ def build(spec: TargetSpec) -> HttpTarget:
     body = spec.options.get("body", DEFAULT_BODY)
     if not isinstance(body, Mapping | list | str):
         raise options.error("body", f"expected a mapping, a list or text, got {body!r}")
-    _check_body(body, options)
+    try:  # a malformed template fails when the targets file is read, not at the first request
+        _fields_used(body)
+    except TemplateError as exc:
+        raise options.error("body", str(exc)) from None
     method = (options.text("method") or "POST").upper()
     if method not in _METHODS:
         raise options.error("method", f"expected one of {', '.join(_METHODS)}, got {method!r}")
     return HttpTarget(
+        reads_fields=bool(_fields_used(body) - {"prompt", "system"}),
         name=spec.name,
         url=options.required("url"),
         response_path=options.required("response_path"),

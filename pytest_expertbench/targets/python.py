@@ -7,6 +7,7 @@ engine's event loop; async ones are awaited on it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
@@ -30,9 +31,15 @@ class PythonTarget:
     function: Callable[..., Any] = field(compare=False, repr=False)
     keywords: frozenset[str] = frozenset()
     live: bool = True
+    source_digest: str = ""
+
+    @property
+    def reads_fields(self) -> bool:
+        return bool(self.keywords & {"fields", "request"})
 
     def identity(self) -> Mapping[str, Any]:
-        return {"kind": "python", "function": self.function_name}
+        # The source digest keeps an edited function from being answered by the cache.
+        return {"kind": "python", "function": self.function_name, "source": self.source_digest}
 
     def arguments(self, request: Request) -> dict[str, Any]:
         available = {
@@ -122,4 +129,13 @@ def build(spec: TargetSpec) -> PythonTarget:
         function_name=name,
         function=function,
         keywords=_accepted_keywords(function),
+        source_digest=_source_digest(function),
     )
+
+
+def _source_digest(function: Callable[..., Any]) -> str:
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
