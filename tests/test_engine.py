@@ -224,7 +224,9 @@ def test_fields_count_in_the_cache_key_only_for_a_target_that_reads_them(
         with Engine(target, FAST, ResponseCache(tmp_path)) as engine:
             return engine.result(Request("b", "0", "p", fields=fields))
 
-    reader = PythonTarget(name="py", function_name="answer", function=answer, keywords=frozenset({"fields"}))
+    reader = PythonTarget(
+        name="py", function_name="answer", function=answer, keywords=frozenset({"fields"})
+    )
     assert ask(reader, {"x": "1"}).text == "p/1"
     assert ask(reader, {"x": "2"}).text == "p/2"
     with FakeOpenAI() as server:
