@@ -29,6 +29,8 @@ from pytest_expertbench.template import TemplateError, fields_of
 
 AGGREGATIONS = ("mean", "rate", "count", "min", "max", "p50", "p90", "p95", "p99", "sum")
 BUILTIN_SCORES = ("latency_ms", "tokens_per_s")
+# Template fields a scorer fills itself (the judge's rubric sees the model's answer).
+SCORER_FIELDS = {"judge": {"response"}}
 TARGET_KINDS = ("openai", "ollama", "http", "python", "replay")  # more through hooks
 ALL = None  # a suite size of "all"
 
@@ -114,13 +116,24 @@ class Benchmark:
     tools: tuple[Mapping[str, Any], ...] = ()
     item_pass: ItemPass | None = None
 
+    def field_user(self, field_name: str) -> str:
+        """The key whose template uses ``field_name``, for error messages."""
+        for key, template in (("prompt", self.prompt), ("system", self.system or "")):
+            if field_name in fields_of(template):
+                return key
+        for i, spec in enumerate(self.scorers):
+            for option, value in spec.options.items():
+                if isinstance(value, str) and field_name in fields_of(value):
+                    return f"scorers[{i}].{spec.kind}.{option}"
+        return "prompt"
+
     def template_fields(self) -> set[str]:
         """Dataset fields the prompt and the scorer templates need."""
         needed = fields_of(self.prompt) | (fields_of(self.system) if self.system else set())
         for spec in self.scorers:
             for value in spec.options.values():
                 if isinstance(value, str):
-                    needed |= fields_of(value)
+                    needed |= fields_of(value) - SCORER_FIELDS.get(spec.kind, set())
         return needed
 
 
@@ -204,7 +217,7 @@ def load_benchmarks(directory: Path, asker: Asker | None = None) -> list[Benchma
 def load_benchmark(path: Path, asker: Asker | None = None) -> Benchmark:
     doc = read_yaml(path)
     reader = _Reader(path, doc, "")
-    name = reader.str("name", default=path.stem)
+    name = reader.text("name", default=path.stem)
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise ConfigError(path, "name", f"{name!r} must be letters, digits, '_', '-' or '.'")
     tools = tuple(reader.mapping_list("tools", default=[]))
@@ -213,15 +226,15 @@ def load_benchmark(path: Path, asker: Asker | None = None) -> Benchmark:
     bench = Benchmark(
         name=name,
         path=path,
-        description=reader.str("description", default=""),
+        description=reader.text("description", default=""),
         dataset=_dataset(reader.child("dataset")),
         suites=_suites(reader),
-        prompt=reader.str("prompt"),
-        system=reader.str("system", default=None),
+        prompt=reader.text("prompt"),
+        system=reader.text("system", default=None),
         generation=dict(generation),
         scorers=scorers,
         metrics=_metrics(reader, scorers),
-        markers=tuple(reader.str_list("markers", default=[])),
+        markers=tuple(reader.text_list("markers", default=[])),
         tools=tools,
         item_pass=_item_pass(reader, scorers),
     )
@@ -245,21 +258,21 @@ def _dataset(reader: _Reader) -> DatasetSpec:
     if has_hub:
         hf = reader.child("hf")
         hub = HubSource(
-            path=hf.str("path"),
-            name=hf.str("name", default=None),
-            split=hf.str("split", default="test"),
-            revision=hf.str("revision", default=None),
+            path=hf.text("path"),
+            name=hf.text("name", default=None),
+            split=hf.text("split", default="test"),
+            revision=hf.text("revision", default=None),
         )
         hf.reject_unknown("path name split revision")
     else:
-        file = (reader.path.parent / reader.str("file")).resolve()
+        file = (reader.path.parent / reader.text("file")).resolve()
     renames = reader.mapping("fields", default={})
     for new, old in renames.items():
         if not isinstance(old, str):
             raise ConfigError(reader.path, reader.key(f"fields.{new}"), "expected a column name")
     reader.reject_unknown("file hf id fields")
     return DatasetSpec(
-        file=file, hub=hub, id_field=reader.str("id", default=None), renames=dict(renames)
+        file=file, hub=hub, id_field=reader.text("id", default=None), renames=dict(renames)
     )
 
 
@@ -283,7 +296,7 @@ def _suites(reader: _Reader) -> dict[str, int | None]:
 
 
 def _scorers(reader: _Reader, context: ScorerContext) -> tuple[ScorerSpec, ...]:
-    entries = reader.list("scorers")
+    entries = reader.sequence("scorers")
     specs: list[ScorerSpec] = []
     for i, entry in enumerate(entries):
         key = f"scorers[{i}]"
@@ -319,21 +332,21 @@ def _metrics(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> tuple[MetricSp
     metrics = []
     for name in raw:
         sub = reader.child(f"metrics.{name}")
-        of = sub.str("of")
+        of = sub.text("of")
         if of not in known_scores:
             raise ConfigError(
                 reader.path,
                 sub.key("of"),
                 f"unknown score {of!r} (scores here: {', '.join(sorted(known_scores))})",
             )
-        agg = sub.str("agg", default="mean")
+        agg = sub.text("agg", default="mean")
         if agg not in AGGREGATIONS:
             raise ConfigError(
                 reader.path,
                 sub.key("agg"),
                 f"expected one of {', '.join(AGGREGATIONS)}, got {agg!r}",
             )
-        direction = sub.str("direction", default=None)
+        direction = sub.text("direction", default=None)
         if direction not in ("higher", "lower"):
             raise ConfigError(
                 reader.path,
@@ -352,7 +365,7 @@ def _metrics(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> tuple[MetricSp
                 of=of,
                 agg=agg,
                 direction=cast(Direction, direction),
-                unit=sub.str("unit", default=""),
+                unit=sub.text("unit", default=""),
                 threshold=threshold,
             )
         )
@@ -363,7 +376,7 @@ def _item_pass(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> ItemPass | N
     if not reader.has("item_pass"):
         return None
     sub = reader.child("item_pass")
-    score = sub.str("score")
+    score = sub.text("score")
     if score not in {s.name for s in scorers}:
         raise ConfigError(reader.path, sub.key("score"), f"unknown score {score!r}")
     minimum = sub.number("min", default=1.0)
@@ -399,7 +412,7 @@ def load_targets(path: Path) -> TargetsFile:
     targets: dict[str, TargetSpec] = {}
     for name in reader.mapping("targets"):
         targets[str(name)] = _target(reader.child(f"targets.{name}"), str(name))
-    default = reader.str("default", default=None)
+    default = reader.text("default", default=None)
     reader.reject_unknown("default targets")
     if default is not None and default not in targets:
         raise ConfigError(path, "default", f"{default!r} is not one of the targets")
@@ -407,13 +420,13 @@ def load_targets(path: Path) -> TargetsFile:
 
 
 def _target(reader: _Reader, name: str) -> TargetSpec:
-    kind = reader.str("kind")
+    kind = reader.text("kind")
     common = "kind concurrency timeout_s max_retries requests_per_minute server"
     options = {k: v for k, v in reader.doc.items() if k not in common.split()}
     for key in ("path",):
         if isinstance(options.get(key), str):
             options[key] = str((reader.path.parent / options[key]).resolve())
-    concurrency = reader.int("concurrency", default=None)
+    concurrency = reader.whole("concurrency", default=None)
     return TargetSpec(
         name=name,
         kind=kind,
@@ -421,14 +434,14 @@ def _target(reader: _Reader, name: str) -> TargetSpec:
         source=reader.path,
         concurrency=concurrency,
         timeout_s=reader.number("timeout_s", default=120.0),
-        max_retries=reader.int("max_retries", default=4) or 0,
+        max_retries=reader.whole("max_retries", default=4) or 0,
         requests_per_minute=reader.number("requests_per_minute", default=None),
         server=_server(reader.child("server")) if reader.has("server") else None,
     )
 
 
 def _server(reader: _Reader) -> ServerSpec:
-    command = reader.str_list("command")
+    command = reader.text_list("command")
     if not command:
         raise ConfigError(reader.path, reader.key("command"), "expected a non-empty list")
     env = reader.mapping("env", default={})
@@ -436,7 +449,7 @@ def _server(reader: _Reader) -> ServerSpec:
     return ServerSpec(
         command=tuple(command),
         env={str(k): str(v) for k, v in env.items()},
-        health_url=reader.str("health_url", default=None),
+        health_url=reader.text("health_url", default=None),
         startup_timeout_s=reader.number("startup_timeout_s", default=60.0),
     )
 
@@ -493,10 +506,10 @@ class _Reader:
             )
         return value
 
-    def str(self, name: str, default: Any = _MISSING) -> Any:
+    def text(self, name: str, default: Any = _MISSING) -> Any:
         return self._typed(name, default, lambda v: isinstance(v, str), "text")
 
-    def int(self, name: str, default: Any = _MISSING) -> Any:
+    def whole(self, name: str, default: Any = _MISSING) -> Any:
         return self._typed(
             name,
             default,
@@ -513,10 +526,10 @@ class _Reader:
     def mapping(self, name: str, default: Any = _MISSING) -> Any:
         return self._typed(name, default, lambda v: isinstance(v, Mapping), "a mapping")
 
-    def list(self, name: str, default: Any = _MISSING) -> Any:
+    def sequence(self, name: str, default: Any = _MISSING) -> Any:
         return self._typed(name, default, lambda v: isinstance(v, list), "a list")
 
-    def str_list(self, name: str, default: Any = _MISSING) -> Any:
+    def text_list(self, name: str, default: Any = _MISSING) -> Any:
         return self._typed(
             name,
             default,

@@ -163,12 +163,12 @@ def _check_fields(benchmark: Benchmark, columns: set[str]) -> None:
             "dataset.id",
             f"the dataset has no column {id_field!r} (columns: {', '.join(sorted(columns))})",
         )
-    missing = benchmark.template_fields() - columns
+    missing = sorted(benchmark.template_fields() - columns)
     if missing:
         raise ConfigError(
             benchmark.path,
-            "prompt" if missing & benchmark.template_fields() else "scorers",
-            f"uses {{{sorted(missing)[0]}}}, which the dataset does not have "
+            benchmark.field_user(missing[0]),
+            f"uses {{{missing[0]}}}, which the dataset does not have "
             f"(columns: {', '.join(sorted(columns))})",
         )
 

@@ -37,18 +37,22 @@ class TargetPool:
         targets: TargetsFile,
         make_target: Callable[[TargetSpec], Target],
         settings: EngineSettings,
-        cache: ResponseCache | None = None,
+        open_cache: Callable[[], ResponseCache | None] = lambda: None,
     ) -> None:
         self._targets = targets
         self._make_target = make_target
         self._settings = settings
-        self._cache = cache
+        self._open_cache = open_cache
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     def names(self) -> set[str]:
         return set(self._targets.targets)
+
+    def engine(self, target: str) -> Engine:
+        """The engine of ``target``, built on first use (the plugin prefetches through it)."""
+        return self._engine(target)
 
     def ask(self, target: str, request: Request) -> Completion:
         """The answer of ``target``; raises TargetError when it cannot be had.
@@ -91,7 +95,7 @@ class TargetPool:
             target = self._make_target(spec)
         except ConfigError as exc:
             raise TargetError(f"cannot use the target {name!r}: {exc}") from None
-        return Engine(target, self._settings_for(spec), self._cache)
+        return Engine(target, self._settings_for(spec), self._open_cache())
 
     def _settings_for(self, spec: TargetSpec) -> EngineSettings:
         return replace(

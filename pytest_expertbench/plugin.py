@@ -15,16 +15,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from pytest_expertbench import hookspecs, report
 from pytest_expertbench.baseline import BaselineError
-from pytest_expertbench.config import ConfigError, TargetSpec, parse_threshold
+from pytest_expertbench.cache import ResponseCache
+from pytest_expertbench.config import ConfigError, TargetSpec, load_targets, parse_threshold
+from pytest_expertbench.engine import Engine, EngineSettings
 from pytest_expertbench.files import atomic_write_text
-from pytest_expertbench.records import Completion, ExampleResult, TargetError, ToolCall
+from pytest_expertbench.judging import TargetPool
+from pytest_expertbench.records import Completion, Example, ExampleResult, TargetError, ToolCall
 from pytest_expertbench.run import (
+    CacheMode,
     Plan,
     PlannedBenchmark,
     ScoreError,
@@ -38,6 +42,7 @@ from pytest_expertbench.run import (
     score_example,
 )
 from pytest_expertbench.scorers import register_scorer
+from pytest_expertbench.targets import Target, build_target
 
 BUILTIN_MARKERS = {
     "gpu": "needs a GPU (deselect with -m 'not gpu')",
@@ -164,7 +169,7 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         concurrency=_value(config, "concurrency") or 16,
         limit=_value(config, "limit"),
         seed=_value(config, "seed") or 0,
-        cache=cache,
+        cache=cast(CacheMode, cache),
         cache_dir=_value(config, "cache-dir") or root / ".expertbench" / "cache",
         record=_value(config, "record"),
     )
@@ -185,10 +190,25 @@ class ProcessRun:
     """What one process (controller or xdist worker) needs to run items."""
 
     plan: Plan
-    target: Any  # targets.Target, built at configure time so a bad one is a usage error
-    engine: Any = None  # engine.Engine, created at the first item
-    cache: Any = None  # cache.ResponseCache of the engine, closed with it
+    pool: TargetPool  # every target's engine: the model under test's and the judges'
+    cache: ResponseCache | None = None  # opened when the first engine is built
     prefetched: set[str] = field(default_factory=set)  # node ids already handed to the engine
+
+    @property
+    def engine(self) -> Engine:
+        return self.pool.engine(self.plan.target.name)
+
+    def open_cache(self) -> ResponseCache | None:
+        settings = self.plan.settings
+        if self.cache is None and settings.cache != "off":
+            self.cache = ResponseCache(settings.cache_dir, mode=settings.cache)
+        return self.cache
+
+    def close(self) -> None:
+        self.pool.close()
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
 
 
 @dataclass
@@ -224,20 +244,43 @@ def pytest_configure(config: pytest.Config) -> None:
     _register_third_party_scorers(config)
     settings = settings_from(config, suites)
     try:
-        plan = make_plan(settings, with_baselines=_is_controller(config))
-        target = make_target(config, plan.target)
+        run = _prepare_run(config, settings)
     except (ConfigError, BaselineError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    plan = run.plan
     for planned in plan.benchmarks:
         for marker in planned.benchmark.markers:
             if marker not in BUILTIN_MARKERS:
                 config.addinivalue_line("markers", f"{marker}: from {planned.benchmark.path.name}")
-    config.stash[RUN_KEY] = ProcessRun(plan=plan, target=target)
+    config.stash[RUN_KEY] = run
     if _is_controller(config):
         partial = settings.report_dir / "results.partial.jsonl"
         config.stash[COLLECTED_KEY] = Collected(partial=partial)
         config.pluginmanager.register(ResultSink(config), "expertbench-results")
     _collect_benchmark_dir(config, settings.bench_dir)
+
+
+def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
+    """The plan and the targets' pool; the model under test is built now, so that a bad
+    target stops the run before any item, and judges when a scorer first asks them."""
+    targets = load_targets(settings.targets_path)
+    under_test = targets.get(settings.target)
+    target = make_target(config, under_test)
+
+    def build(spec: TargetSpec) -> Target:
+        return target if spec is under_test else make_target(config, spec)
+
+    run: ProcessRun
+    pool = TargetPool(
+        targets, build, EngineSettings(concurrency=settings.concurrency), lambda: run.open_cache()
+    )
+    try:
+        plan = make_plan(settings, targets, with_baselines=_is_controller(config), asker=pool)
+    except BaseException:
+        pool.close()
+        raise
+    run = ProcessRun(plan=plan, pool=pool)
+    return run
 
 
 def _register_third_party_scorers(config: pytest.Config) -> None:
@@ -291,14 +334,8 @@ def pytest_configure_node(node: Any) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
-    if run is None:
-        return
-    if run.engine is not None:
-        run.engine.close()
-        run.engine = None
-    if run.cache is not None:
-        run.cache.close()
-        run.cache = None
+    if run is not None:
+        run.close()
 
 
 # --------------------------------------------------------------------------- collection
@@ -329,7 +366,6 @@ class BenchmarkFile(pytest.File):
             item: BenchmarkItem = BenchmarkItem.from_parent(
                 self, name=name, nodeid=f"{self.nodeid}::{name}"
             )
-            item.example_index = example.index
             item.example = example
             for marker in bench.markers:
                 item.add_marker(marker)
@@ -349,6 +385,7 @@ class BenchmarkItem(pytest.Item):
     """One example: asked in setup (so an unreachable model errors the item), scored in call."""
 
     parent: BenchmarkFile
+    example: Example
 
     @property
     def planned(self) -> PlannedBenchmark:
@@ -399,8 +436,6 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
     under other modes (worksteal) an item asks only for itself, which keeps every
     example asked exactly once.
     """
-    if run.engine is None:
-        run.engine = _make_engine(run)
     dist = getattr(item.config, "workerinput", {}).get(DIST_KEY, "no")
     if dist in FAST_DIST_MODES:
         upcoming = [
@@ -428,31 +463,12 @@ def _queued_items(item: BenchmarkItem) -> list[BenchmarkItem]:
             continue
         with queue.lock() as pending:
             indices = [i for i in pending if isinstance(i, int)]
-        queued += [items[i] for i in indices if isinstance(items[i], BenchmarkItem)]
+        queued += [it for it in (items[i] for i in indices) if isinstance(it, BenchmarkItem)]
     return queued
 
 
-def _make_engine(run: ProcessRun) -> Any:
-    from pytest_expertbench.cache import ResponseCache
-    from pytest_expertbench.engine import Engine, EngineSettings
-
-    plan = run.plan
-    settings = plan.settings
-    if settings.cache != "off" and getattr(run.target, "live", True):
-        run.cache = ResponseCache(settings.cache_dir / "responses.sqlite3", mode=settings.cache)
-    engine_settings = EngineSettings(
-        concurrency=plan.target.concurrency or settings.concurrency,
-        timeout_s=plan.target.timeout_s,
-        max_retries=plan.target.max_retries,
-        requests_per_minute=plan.target.requests_per_minute,
-    )
-    return Engine(run.target, engine_settings, run.cache)
-
-
-def make_target(config: pytest.Config, spec: TargetSpec) -> Any:
-    from pytest_expertbench.targets import build_target
-
-    made = config.hook.pytest_expertbench_make_target(spec=spec)
+def make_target(config: pytest.Config, spec: TargetSpec) -> Target:
+    made: Target | None = config.hook.pytest_expertbench_make_target(spec=spec)
     return made if made is not None else build_target(spec)
 
 

@@ -25,9 +25,9 @@ from pytest_expertbench.baseline import DatasetInfo, Snapshot
 from pytest_expertbench.config import (
     Benchmark,
     ConfigError,
+    TargetsFile,
     TargetSpec,
     load_benchmarks,
-    load_targets,
 )
 from pytest_expertbench.datasets import ExampleSet, fingerprint, load_examples
 from pytest_expertbench.metrics import aggregate
@@ -40,6 +40,7 @@ from pytest_expertbench.records import (
     Threshold,
 )
 from pytest_expertbench.report import BenchmarkResult
+from pytest_expertbench.scorers import Asker, ScoringError
 
 CacheMode = Literal["on", "off", "refresh"]
 
@@ -92,14 +93,16 @@ class ScoreError(Exception):
     """A scorer gave something that is not a finite number."""
 
 
-def make_plan(settings: Settings, *, with_baselines: bool) -> Plan:
+def make_plan(
+    settings: Settings, targets: TargetsFile, *, with_baselines: bool, asker: Asker | None = None
+) -> Plan:
     """Load and check everything a run needs; raises ConfigError or BaselineError.
 
     A benchmark in several chosen suites runs once, in the first suite named.
     """
-    target = load_targets(settings.targets_path).get(settings.target)
+    target = targets.get(settings.target)
     chosen = []
-    for bench in load_benchmarks(settings.bench_dir):
+    for bench in load_benchmarks(settings.bench_dir, asker):
         suite = next((s for s in settings.suites if s in bench.suites), None)
         if suite is not None:
             chosen.append((bench, suite))
@@ -142,7 +145,10 @@ def score_example(
         scores["tokens_per_s"] = completion.completion_tokens / (completion.latency_ms / 1000)
     details: dict[str, str] = {}
     for i, spec in enumerate(benchmark.scorers):
-        score = spec.function(completion, example)
+        try:
+            score = spec.function(completion, example)
+        except ScoringError as exc:
+            raise ScoreError(f"{benchmark.path.name}: scorers[{i}] ({spec.kind}): {exc}") from None
         value = score.value
         if not isinstance(value, int | float) or not math.isfinite(value):
             raise ScoreError(
@@ -195,8 +201,8 @@ def item_verdict(benchmark: Benchmark, result: ExampleResult) -> str | None:
 def conclude(plan: Plan, results: Iterable[ExampleResult]) -> list[BenchmarkResult]:
     """Aggregate, compare and (when asked) save baselines for every benchmark that ran."""
     by_benchmark: dict[str, list[ExampleResult]] = {}
-    for result in results:
-        by_benchmark.setdefault(result.benchmark, []).append(result)
+    for example in results:
+        by_benchmark.setdefault(example.benchmark, []).append(example)
     environment = environment_info(plan.target)
     git_sha = current_git_sha(plan.settings.bench_dir)
     concluded = []
@@ -206,15 +212,16 @@ def conclude(plan: Plan, results: Iterable[ExampleResult]) -> list[BenchmarkResu
             continue  # deselected or not run: nothing to compare
         snapshot = make_snapshot(plan, planned, ran, environment, git_sha)
         verdict = baselines.compare(planned.baseline, snapshot, plan.settings.threshold)
-        result = BenchmarkResult(
-            snapshot=snapshot,
-            verdict=verdict,
-            examples=tuple(ran),
-            baseline_path=planned.baseline_path,
+        note = save_baseline(plan, planned, snapshot) if plan.settings.save_baseline else None
+        concluded.append(
+            BenchmarkResult(
+                snapshot=snapshot,
+                verdict=verdict,
+                examples=tuple(ran),
+                baseline_path=planned.baseline_path,
+                baseline_note=note,
+            )
         )
-        if plan.settings.save_baseline:
-            result = replace(result, baseline_note=save_baseline(plan, planned, snapshot))
-        concluded.append(result)
     return concluded
 
 

@@ -84,7 +84,10 @@ def test_a_sample_is_seeded_in_dataset_order_and_fingerprinted(tmp_path: Path) -
 
 
 def test_sample_positions_are_identical_in_every_process() -> None:
-    code = "from pytest_expertbench.datasets import sample_positions; print(sample_positions(1319, 25, 0))"
+    code = (
+        "from pytest_expertbench.datasets import sample_positions; "
+        "print(sample_positions(1319, 25, 0))"
+    )
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -143,9 +146,13 @@ def _cache_hub_dataset(hf_home: Path, tmp_path: Path) -> None:
         import shutil
         from pathlib import Path
         from datasets.packaged_modules.json.json import Json
-        builder = Json(dataset_name="tiny", config_name="main", data_files={{"test": {str(rows)!r}}}, hash="0123abcd")
+        builder = Json(
+            dataset_name="tiny", config_name="main",
+            data_files={{"test": {str(rows)!r}}}, hash="0123abcd",
+        )
         builder.download_and_prepare()
-        target = Path({str(hf_home)!r}) / "datasets" / "tester___tiny" / "main" / "0.0.0" / "0123abcd"
+        target = Path({str(hf_home)!r}) / "datasets" / "tester___tiny" / "main" / "0.0.0"
+        target = target / "0123abcd"
         target.parent.mkdir(parents=True)
         shutil.copytree(builder.cache_dir, target)
         """

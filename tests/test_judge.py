@@ -71,7 +71,7 @@ def cache(tmp_path: Path) -> Iterator[ResponseCache]:
 
 @pytest.fixture
 def pool(targets: TargetsFile, cache: ResponseCache) -> Iterator[TargetPool]:
-    with TargetPool(targets, build_target, SETTINGS, cache) as opened:
+    with TargetPool(targets, build_target, SETTINGS, lambda: cache) as opened:
         yield opened
 
 
@@ -166,7 +166,7 @@ def test_a_second_identical_judgement_comes_from_the_cache(
     server.answers[prompt] = "Score: 9"
     scores = []
     for _ in range(2):  # the second pool has fresh engines: only the cache can answer
-        with TargetPool(targets, build_target, SETTINGS, cache) as pool:
+        with TargetPool(targets, build_target, SETTINGS, lambda: cache) as pool:
             bench = judge_with(tmp_path, pool, rubric=RUBRIC)
             scores += [judged(bench, "4"), judged(bench, "4")]
     assert [s.value for s in scores] == [pytest.approx(0.9)] * 4

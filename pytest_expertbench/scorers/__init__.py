@@ -47,6 +47,14 @@ _BUILTIN_FAMILIES = ("match", "text", "math", "structured", "tools", "safety", "
 _REGISTRY: dict[str, ScorerFactory] = {}
 
 
+class ScoringError(Exception):
+    """An example could not be scored (a malformed field, an unreachable judge).
+
+    The item fails with this one-line message instead of a traceback: the cause is
+    in the data or the judge, not in the scorer's code.
+    """
+
+
 class OptionError(ValueError):
     """A scorer option is missing or of the wrong kind; ``key`` names it."""
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_expertbench.records import Example
-from pytest_expertbench.scorers import OptionError
+from pytest_expertbench.scorers import OptionError, ScoringError
 from pytest_expertbench.template import TemplateError, fields_of
 
 _MISSING: Any = object()
@@ -107,7 +107,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-class FieldError(ValueError):
+class FieldError(ScoringError, ValueError):
     """An example's structured field is missing or malformed: a dataset bug, not a score."""
 
 

@@ -21,6 +21,7 @@ from pytest_expertbench.scorers import (
     OptionError,
     ScoreFunction,
     ScorerContext,
+    ScoringError,
     scorer,
 )
 from pytest_expertbench.scorers._options import OptionReader
@@ -38,7 +39,7 @@ _NUMBER = re.compile(
 _SHOWN_CHARS = 80
 
 
-class JudgeError(Exception):
+class JudgeError(ScoringError):
     """The judge could not be asked: the item errors with this one-line reason."""
 
 
