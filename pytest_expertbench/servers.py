@@ -66,11 +66,9 @@ def resolve_port(spec: TargetSpec) -> tuple[TargetSpec, int | None]:
     text = str(port)
     resolved_server = dataclasses.replace(
         server,
-        command=tuple(part.replace(PLACEHOLDER, text) for part in server.command),
-        env={key: value.replace(PLACEHOLDER, text) for key, value in server.env.items()},
-        health_url=(
-            server.health_url.replace(PLACEHOLDER, text) if server.health_url is not None else None
-        ),
+        command=_substitute(server.command, text),
+        env=_substitute(server.env, text),
+        health_url=_substitute(server.health_url, text),
     )
     options = _substitute(spec.options, text)
     return dataclasses.replace(spec, options=options, server=resolved_server), port
