@@ -21,6 +21,11 @@ def fields_of(template: str) -> set[str]:
         raise TemplateError(f"malformed template {template!r}: {exc}") from None
     names = set()
     for _, field_name, _, _ in parsed:
+        if field_name == "" or (field_name and field_name[0].isdigit()):
+            raise TemplateError(
+                f"{template!r} has a positional field {{{field_name}}}: name a field, "
+                "or write {{ and }} for literal braces"
+            )
         if field_name:
             names.add(field_name.split(".", 1)[0].split("[", 1)[0])
     return names

@@ -66,6 +66,10 @@ def run_refused(project: Project, *args: str) -> str:
             MINI_YAML + "threshold: 5%\n",
             "mini.yaml: threshold: unknown key",
         ),
+        (
+            MINI_YAML.replace('prompt: "{question}"', 'prompt: "{question} in \\\\boxed{}"'),
+            "mini.yaml: prompt: '{question} in \\\\boxed{}' has a positional field {}",
+        ),
     ],
     ids=[
         "broken-yaml",
@@ -79,6 +83,7 @@ def run_refused(project: Project, *args: str) -> str:
         "bad-suite-size",
         "bad-scorer-option",
         "unknown-key",
+        "positional-field",
     ],
 )
 def test_a_wrong_benchmark_file_is_named_with_its_key(
