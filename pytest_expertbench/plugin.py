@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, cast
@@ -42,6 +42,7 @@ from pytest_expertbench.run import (
     score_example,
 )
 from pytest_expertbench.scorers import register_scorer
+from pytest_expertbench.servers import ManagedServer, ServerError, resolve_port
 from pytest_expertbench.targets import Target, build_target
 
 BUILTIN_MARKERS = {
@@ -51,6 +52,7 @@ BUILTIN_MARKERS = {
 }
 FAST_DIST_MODES = ("no", "loadfile", "loadscope")
 DIST_KEY = "expertbench_dist"  # the controller's --dist mode, in each worker's workerinput
+PORT_KEY = "expertbench_port"  # the managed server's port, likewise
 
 # --------------------------------------------------------------------------- options
 
@@ -192,6 +194,8 @@ class ProcessRun:
     plan: Plan
     pool: TargetPool  # every target's engine: the model under test's and the judges'
     cache: ResponseCache | None = None  # opened when the first engine is built
+    port: int | None = None  # the managed server's port, when its target says {port}
+    server: ManagedServer | None = None  # started on the controller, stopped with the run
     prefetched: set[str] = field(default_factory=set)  # node ids already handed to the engine
 
     @property
@@ -209,6 +213,9 @@ class ProcessRun:
         if self.cache is not None:
             self.cache.close()
             self.cache = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
 
 @dataclass
@@ -254,6 +261,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 config.addinivalue_line("markers", f"{marker}: from {planned.benchmark.path.name}")
     config.stash[RUN_KEY] = run
     if _is_controller(config):
+        _start_server(run)
         partial = settings.report_dir / "results.partial.jsonl"
         config.stash[COLLECTED_KEY] = Collected(partial=partial)
         config.pluginmanager.register(ResultSink(config), "expertbench-results")
@@ -264,7 +272,8 @@ def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
     """The plan and the targets' pool; the model under test is built now, so that a bad
     target stops the run before any item, and judges when a scorer first asks them."""
     targets = load_targets(settings.targets_path)
-    under_test = targets.get(settings.target)
+    under_test, port = _with_port(config, targets.get(settings.target))
+    targets = replace(targets, targets={**targets.targets, under_test.name: under_test})
     target = make_target(config, under_test)
 
     def build(spec: TargetSpec) -> Target:
@@ -279,8 +288,26 @@ def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
     except BaseException:
         pool.close()
         raise
-    run = ProcessRun(plan=plan, pool=pool)
+    run = ProcessRun(plan=plan, pool=pool, port=port)
     return run
+
+
+def _with_port(config: pytest.Config, spec: TargetSpec) -> tuple[TargetSpec, int | None]:
+    """Give a managed server its ``{port}``: picked on the controller, handed to workers."""
+    return resolve_port(spec, getattr(config, "workerinput", {}).get(PORT_KEY))
+
+
+def _start_server(run: ProcessRun) -> None:
+    """Start the model under test's server (controller only), before any worker starts."""
+    spec = run.plan.target
+    if spec.server is None:
+        return
+    server = ManagedServer(spec, run.plan.settings.report_dir, port=run.port)
+    try:
+        server.start()
+    except ServerError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    run.server = server
 
 
 def _register_third_party_scorers(config: pytest.Config) -> None:
@@ -328,8 +355,12 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """Tell each xdist worker the --dist mode: workers see their own as "no"."""
+    """Tell each xdist worker the --dist mode (workers see their own as "no") and the
+    managed server's port."""
     node.workerinput[DIST_KEY] = node.config.getoption("dist", "no")
+    run = node.config.stash.get(RUN_KEY, None)
+    if run is not None and run.port is not None:
+        node.workerinput[PORT_KEY] = run.port
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

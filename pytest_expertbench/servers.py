@@ -53,16 +53,17 @@ class RunningServer:
     log_path: Path
 
 
-def resolve_port(spec: TargetSpec) -> tuple[TargetSpec, int | None]:
+def resolve_port(spec: TargetSpec, port: int | None = None) -> tuple[TargetSpec, int | None]:
     """Pick a free port for a target whose server or options say ``{port}``.
 
     Only a target with a ``server:`` is resolved: without one nothing would listen on
-    the port picked, so its ``{port}`` is left for the target to reject.
+    the port picked, so its ``{port}`` is left for the target to reject. ``port``
+    passes a port picked elsewhere (an xdist worker uses the controller's).
     """
     server = spec.server
     if server is None or not _mentions_port(spec, server):
         return spec, None
-    port = _free_port()
+    port = port or _free_port()
     text = str(port)
     resolved_server = dataclasses.replace(
         server,

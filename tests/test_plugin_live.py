@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import QUESTIONS, Project, replay_rows
+from tests.helpers import QUESTIONS, REPO, Project, replay_rows
 from tests.support.fake_openai import FakeOpenAI
 
 OUT = "--expert-bench-report-dir=reports/out"
@@ -226,3 +226,36 @@ def test_the_api_key_never_reaches_a_file(
     for path, content in project.snapshot_files().items():
         assert secret.encode() not in content, path
     assert json.loads((project.root / "rec.jsonl").read_text().splitlines()[0])["id"] == "q0"
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_a_managed_server_is_started_for_the_session_and_stopped_after(
+    project: Project, workers: tuple[str, ...]
+) -> None:
+    url = "http://127.0.0.1:{port}"
+    server = {
+        "command": [sys.executable, "-m", "tests.support.fake_openai", "--port", "{port}"],
+        "env": {"PYTHONPATH": str(REPO)},
+        "health_url": url + "/_stats",
+        "startup_timeout_s": 30,
+    }
+    use_server(project, url + "/v1", server=server)
+    result = project.run("--expert-bench=quick", OUT, *workers, subprocess=True)
+    result.assert_outcomes(passed=6)
+    log = project.report_dir() / "live.log"
+    assert log.exists()
+    answers = {r["response"] for r in project.results() if r["type"] == "example"}
+    assert len(answers) == 6  # every example was answered by the managed server
+    port = int(next(line for line in log.read_text().splitlines() if line.strip().isdigit()))
+    with socket.socket() as probe, pytest.raises(OSError):
+        probe.settimeout(1)
+        probe.connect(("127.0.0.1", port))  # stopped at the end of the session
+
+
+def test_a_managed_server_that_fails_to_start_stops_the_run_with_its_log(project: Project) -> None:
+    server = {"command": [sys.executable, "-c", "import sys; print('no GPU'); sys.exit(3)"]}
+    use_server(project, "http://127.0.0.1:{port}/v1", server=server)
+    result = project.run("--expert-bench=quick", OUT)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "exited with code 3" in err and "no GPU" in err

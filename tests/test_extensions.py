@@ -1,0 +1,130 @@
+"""Extending the plugin: scorers and targets from hooks and entry points, judges."""
+
+from __future__ import annotations
+
+import textwrap
+
+from tests.helpers import MINI_YAML, QUESTIONS, Project, replay_rows
+from tests.support.fake_openai import FakeOpenAI
+
+OUT = "--expert-bench-report-dir=reports/out"
+
+
+def test_a_scorer_from_an_installed_package_is_found_by_its_entry_point(project: Project) -> None:
+    site = project.root / "site"
+    (site / "shout_scorers").mkdir(parents=True)
+    (site / "shout_scorers" / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            from pytest_expertbench.records import Score
+
+            def shouting(options, context):
+                return lambda completion, example: Score(float(completion.text.isupper()))
+            """
+        )
+    )
+    dist = site / "shout_scorers-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shout-scorers\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[pytest_expertbench.scorers]\nshouting = shout_scorers:shouting\n"
+    )
+    project.write("mini.yaml", MINI_YAML.replace("metrics:", "  - shouting: {}\nmetrics:"))
+    project.set_replay(
+        [{**row, "response": row["response"].upper()} for row in replay_rows("mini")][:3]
+        + replay_rows("mini")[3:]
+    )
+    project.pytester.makeini("[pytest]\npythonpath = site\n")  # as if pip-installed there
+    result = project.run("--expert-bench=quick", OUT)
+    result.assert_outcomes(passed=6)
+    examples = [r for r in project.results() if r["type"] == "example"]
+    assert [r["scores"]["shouting"] for r in examples] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_a_target_kind_from_a_hook(project: Project) -> None:
+    project.pytester.makeconftest(
+        """
+        from pytest_expertbench.records import Completion
+
+        class Oracle:
+            name = "oracle"
+            live = True
+
+            def identity(self):
+                return {"kind": "oracle"}
+
+            async def complete(self, request, client):
+                return Completion(text="#### " + request.fields["answer"].split()[-1])
+
+        def pytest_expertbench_make_target(spec):
+            return Oracle() if spec.kind == "oracle" else None
+        """
+    )
+    project.targets({"oracle": {"kind": "oracle"}}, default="oracle")
+    result = project.run("--expert-bench=quick", OUT)
+    result.assert_outcomes(passed=6)
+    assert project.metric(project.results(), "mini.accuracy")["value"] == 1.0
+
+
+def test_an_unknown_target_kind_is_a_usage_error(project: Project) -> None:
+    project.targets({"odd": {"kind": "carrier-pigeon"}}, default="odd")
+    result = project.run("--expert-bench=quick", OUT)
+    assert result.ret == 4
+    assert "targets.odd.kind: expected one of openai" in result.stderr.str()
+
+
+JUDGED = """\
+name: mini
+dataset: {file: data/mini.jsonl, id: id}
+suites: {quick: all}
+prompt: "{question}"
+scorers:
+  - judge:
+      target: grader
+      rubric: "Grade the answer to {question}: {response}"
+      parse: verdict
+metrics:
+  judged: {of: judge, agg: rate, direction: higher}
+"""
+
+
+def test_a_judge_grades_through_the_run_and_its_verdicts_are_cached(project: Project) -> None:
+    verdicts = {}
+    for qid, text, _ in QUESTIONS:
+        answer = next(r["response"] for r in replay_rows("mini") if r["id"] == qid)
+        verdicts[f"Grade the answer to {text}: {answer}"] = "FAIL" if qid == "q5" else "PASS"
+    with FakeOpenAI(answers=verdicts) as grader:
+        project.targets(
+            {
+                "demo": {"kind": "replay", "path": "recorded/demo.jsonl"},
+                "grader": {"kind": "openai", "base_url": grader.base_url, "model": "judge"},
+            }
+        )
+        project.write("mini.yaml", JUDGED)
+        first = project.run("--expert-bench=quick", OUT)
+        first.assert_outcomes(passed=6)
+        assert project.metric(project.results(), "mini.judged")["value"] == 5 / 6
+        assert grader.total == 6
+        project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6)
+        assert grader.total == 6  # every verdict came from the cache
+
+
+def test_an_unreachable_judge_fails_the_item_in_one_line(project: Project) -> None:
+    project.targets(
+        {
+            "demo": {"kind": "replay", "path": "recorded/demo.jsonl"},
+            "grader": {
+                "kind": "openai",
+                "base_url": "http://127.0.0.1:9/v1",
+                "model": "judge",
+                "max_retries": 0,
+            },
+        }
+    )
+    project.write("mini.yaml", JUDGED)
+    result = project.run("--expert-bench=quick", OUT)
+    result.assert_outcomes(failed=6)
+    result.stdout.fnmatch_lines(
+        ["*mini[[]q0[]]: mini.yaml: scorers[[]0[]] (judge): judge 'grader'*"]
+    )
+    assert "Traceback" not in result.stdout.str()
