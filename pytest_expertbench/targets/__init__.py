@@ -17,6 +17,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+# httpx imports httpcore on its first request and keeps httpcore's exception classes
+# from then on. Importing both together keeps them in step when modules are dropped
+# and imported again (pytester's in-process runs do that): otherwise a later run's
+# httpcore errors escape httpx's mapping and a dropped connection is not retried.
+import httpcore  # noqa: F401
 import httpx
 
 from pytest_expertbench.config import ConfigError, TargetSpec
