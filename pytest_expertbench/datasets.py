@@ -1,9 +1,10 @@
 """Dataset rows → the examples of one run, identical in every process.
 
-Files (JSONL, JSON, CSV, Parquet) and hub datasets are read through the Hugging Face
+JSON, CSV and Parquet files and hub datasets are read through the Hugging Face
 ``datasets`` library, so a team's data loads the same way it does in their training
-code. Sampling uses a seeded numpy generator over row positions and then restores
-dataset order, so every xdist worker (and every rerun) picks the same examples.
+code; JSON Lines, the common case, is read directly (same rows, no 1.5 s import).
+Sampling uses a seeded numpy generator over row positions and then restores dataset
+order, so every xdist worker (and every rerun) picks the same examples.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,7 +86,6 @@ def sample_positions(total: int, size: int | None, seed: int) -> list[int]:
 
 def load_rows(benchmark: Benchmark) -> Sequence[Mapping[str, Any]]:
     spec = benchmark.dataset
-    _quiet_datasets()
     if spec.hub is not None:
         return _hub_rows(benchmark, spec)
     return _file_rows(benchmark, spec)
@@ -101,6 +102,9 @@ def _file_rows(benchmark: Benchmark, spec: DatasetSpec) -> Sequence[Mapping[str,
         )
     if not spec.file.is_file():
         raise ConfigError(benchmark.path, "dataset.file", f"no such file: {spec.file}")
+    if spec.file.suffix.lower() == ".jsonl":
+        return _jsonl_rows(benchmark, spec.file)
+    _quiet_datasets()
     import datasets
 
     try:
@@ -112,7 +116,38 @@ def _file_rows(benchmark: Benchmark, spec: DatasetSpec) -> Sequence[Mapping[str,
     return data.to_list()  # type: ignore[no-any-return]
 
 
+def _jsonl_rows(benchmark: Benchmark, path: Path) -> list[dict[str, Any]]:
+    """JSON Lines read directly: the same rows ``datasets`` gives (JSON types are
+    native; a key missing from a row is None), without importing it, which costs
+    1.5 s in every process, xdist workers included."""
+    rows: list[dict[str, Any]] = []
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    rows.append(_jsonl_row(benchmark, path, number, line))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(benchmark.path, "dataset.file", f"cannot read {path}: {exc}") from None
+    columns = dict.fromkeys(key for row in rows for key in row)
+    return [{key: row.get(key) for key in columns} for row in rows]
+
+
+def _jsonl_row(benchmark: Benchmark, path: Path, number: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        raise ConfigError(
+            benchmark.path, "dataset.file", f"cannot read {path}: line {number}: {exc}"
+        ) from None
+    if not isinstance(row, dict):
+        raise ConfigError(
+            benchmark.path, "dataset.file", f"cannot read {path}: line {number}: not an object"
+        )
+    return row
+
+
 def _hub_rows(benchmark: Benchmark, spec: DatasetSpec) -> Sequence[Mapping[str, Any]]:
+    _quiet_datasets()
     import datasets
 
     hub = spec.hub

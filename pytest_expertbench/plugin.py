@@ -196,7 +196,9 @@ class ProcessRun:
     cache: ResponseCache | None = None  # opened when the first engine is built
     port: int | None = None  # the managed server's port, when its target says {port}
     server: ManagedServer | None = None  # started on the controller, stopped with the run
-    prefetched: set[str] = field(default_factory=set)  # node ids already handed to the engine
+    dist: str = "no"  # the session's --dist mode (a worker's own option says "no")
+    prefetched: set[int] = field(default_factory=set)  # id() of items and files queued
+    ahead: int = 0  # requests queued for items that have not started yet
 
     @property
     def engine(self) -> Engine:
@@ -288,7 +290,8 @@ def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
     except BaseException:
         pool.close()
         raise
-    run = ProcessRun(plan=plan, pool=pool, port=port)
+    dist = getattr(config, "workerinput", {}).get(DIST_KEY, "no")
+    run = ProcessRun(plan=plan, pool=pool, port=port, dist=dist)
     return run
 
 
@@ -463,39 +466,38 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
 
     Under no xdist, --dist loadfile and loadscope a benchmark file runs whole in one
     process, so its first item queues them all. Under --dist load only the items
-    already sent to this worker are known, so those are queued as they arrive;
-    under other modes (worksteal) an item asks only for itself, which keeps every
-    example asked exactly once.
+    already sent to this worker are known, so those are queued, looking again
+    whenever fewer than two rounds of requests are left ahead; under other modes
+    (worksteal) an item asks only for itself, which keeps every example asked once.
     """
-    dist = getattr(item.config, "workerinput", {}).get(DIST_KEY, "no")
-    if dist in FAST_DIST_MODES:
-        upcoming = [
-            i
-            for i in item.session.items
-            if isinstance(i, BenchmarkItem) and i.parent is item.parent
-        ]
-    elif dist == "load":
+    run.ahead -= 1
+    if run.dist in FAST_DIST_MODES:
+        if id(item.parent) in run.prefetched:
+            return
+        run.prefetched.add(id(item.parent))
+        upcoming = [i for i in item.session.items if i.parent is item.parent]
+    elif run.dist == "load":
+        if run.ahead >= 2 * run.plan.settings.concurrency and id(item) in run.prefetched:
+            return
         upcoming = _queued_items(item)
     else:
         upcoming = [item]
-    fresh = [i for i in upcoming if i.nodeid not in run.prefetched]
+    fresh = [i for i in upcoming if isinstance(i, BenchmarkItem) and id(i) not in run.prefetched]
+    run.prefetched.update(id(i) for i in fresh)
+    run.ahead += len(fresh)
     if fresh:
-        run.prefetched.update(i.nodeid for i in fresh)
         run.engine.prefetch([make_request(i.planned.benchmark, i.example) for i in fresh])
 
 
-def _queued_items(item: BenchmarkItem) -> list[BenchmarkItem]:
+def _queued_items(item: BenchmarkItem) -> list[pytest.Item]:
     """The items xdist has already sent this worker (its pending queue), this one first."""
     items = item.session.items
-    queued: list[BenchmarkItem] = [item]
     for plugin in item.config.pluginmanager.get_plugins():
         queue = getattr(plugin, "torun", None)
-        if queue is None or not hasattr(queue, "lock"):
-            continue
-        with queue.lock() as pending:
-            indices = [i for i in pending if isinstance(i, int)]
-        queued += [it for it in (items[i] for i in indices) if isinstance(it, BenchmarkItem)]
-    return queued
+        if queue is not None and hasattr(queue, "lock"):
+            with queue.lock() as pending:
+                return [item, *(items[i] for i in pending if isinstance(i, int))]
+    return [item]
 
 
 def make_target(config: pytest.Config, spec: TargetSpec) -> Target:

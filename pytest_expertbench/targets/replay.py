@@ -148,4 +148,6 @@ def build(spec: TargetSpec) -> ReplayTarget:
     path = Path(options.required("path"))
     if not path.exists():
         raise options.error("path", f"the replay file or folder {path} does not exist")
-    return ReplayTarget(name=spec.name, path=path)
+    target = ReplayTarget(name=spec.name, path=path)
+    target.load()  # a bad line is one usage error now, not an error on every item
+    return target
