@@ -54,6 +54,11 @@ class TargetPool:
         """The engine of ``target``, built on first use (the plugin prefetches through it)."""
         return self._engine(target)
 
+    def built(self, target: str) -> Engine | None:
+        """The engine of ``target`` if one was built (for its request statistics)."""
+        with self._lock:
+            return self._engines.get(target)
+
     def ask(self, target: str, request: Request) -> Completion:
         """The answer of ``target``; raises TargetError when it cannot be had.
 

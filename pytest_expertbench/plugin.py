@@ -21,7 +21,7 @@ import pytest
 
 from pytest_expertbench import hookspecs, report
 from pytest_expertbench.baseline import BaselineError
-from pytest_expertbench.cache import ResponseCache
+from pytest_expertbench.cache import CacheError, ResponseCache
 from pytest_expertbench.config import ConfigError, TargetSpec, load_targets, parse_threshold
 from pytest_expertbench.engine import Engine, EngineSettings
 from pytest_expertbench.files import atomic_write_text
@@ -204,6 +204,11 @@ class ProcessRun:
     def engine(self) -> Engine:
         return self.pool.engine(self.plan.target.name)
 
+    def request_stats(self) -> dict[str, dict[str, float]]:
+        engine = self.pool.built(self.plan.target.name)
+        stats = engine.stats() if engine is not None else {}
+        return {name: {k: float(v) for k, v in asdict(s).items()} for name, s in stats.items()}
+
     def open_cache(self) -> ResponseCache | None:
         settings = self.plan.settings
         if self.cache is None and settings.cache != "off":
@@ -229,8 +234,19 @@ class Collected:
     writer: report.JsonlWriter | None = None
     outcomes: list[report.BenchmarkResult] | None = None
     problems: list[str] = field(default_factory=list)
+    requests: dict[str, dict[str, float]] = field(default_factory=dict)  # per benchmark
+
+    def add_request_stats(self, stats: dict[str, dict[str, float]]) -> None:
+        """Add one process's request counts (xdist workers each send theirs)."""
+        for benchmark, counts in stats.items():
+            total = self.requests.setdefault(benchmark, dict.fromkeys(counts, 0.0))
+            for name, value in counts.items():
+                total[name] = (
+                    max(total[name], value) if name == "elapsed_s" else total[name] + value
+                )
 
 
+STATS_KEY = "expertbench_requests"  # a worker's request counts, in its workeroutput
 RUN_KEY = pytest.StashKey[ProcessRun]()
 COLLECTED_KEY = pytest.StashKey[Collected]()
 RECORD_KEY = pytest.StashKey[dict[str, Any]]()
@@ -261,6 +277,11 @@ def pytest_configure(config: pytest.Config) -> None:
         for marker in planned.benchmark.markers:
             if marker not in BUILTIN_MARKERS:
                 config.addinivalue_line("markers", f"{marker}: from {planned.benchmark.path.name}")
+    try:
+        run.open_cache()  # an unusable cache file stops the run now, not at every item
+    except CacheError as exc:
+        run.close()
+        raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_KEY] = run
     if _is_controller(config):
         _start_server(run)
@@ -364,6 +385,14 @@ def pytest_configure_node(node: Any) -> None:
     run = node.config.stash.get(RUN_KEY, None)
     if run is not None and run.port is not None:
         node.workerinput[PORT_KEY] = run.port
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    collected = node.config.stash.get(COLLECTED_KEY, None)
+    stats = getattr(node, "workeroutput", {}).get(STATS_KEY)
+    if collected is not None and stats:
+        collected.add_request_stats(stats)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -552,8 +581,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     collected = config.stash.get(COLLECTED_KEY, None)
     run = config.stash.get(RUN_KEY, None)
-    if collected is None or run is None:
+    if run is None:
         return
+    if collected is None:  # an xdist worker: its counts go to the controller
+        config.workeroutput[STATS_KEY] = run.request_stats()  # type: ignore[attr-defined]
+        return
+    collected.add_request_stats(run.request_stats())
     if collected.writer is not None:
         collected.writer.close()
     try:
@@ -608,6 +641,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(
             line, red=line.startswith("REGRESSION"), bold=line.startswith("REGRESSION")
         )
+    if config.get_verbosity() >= 0:
+        for benchmark, counts in sorted(collected.requests.items()):
+            terminalreporter.write_line(request_line(benchmark, counts))
     for outcome in collected.outcomes:
         if outcome.baseline_note:
             terminalreporter.write_line(
@@ -617,6 +653,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"ERROR {problem}", red=True)
     if collected.outcomes:
         terminalreporter.write_line(f"results: {run.plan.settings.report_dir}")
+
+
+def request_line(benchmark: str, counts: dict[str, float]) -> str:
+    elapsed = counts.get("elapsed_s", 0.0)
+    rate = f", {counts['done'] / elapsed:.1f} req/s" if elapsed > 0 else ""
+    return (
+        f"requests {benchmark}: {counts['asked']:.0f} asked, {counts['done']:.0f} answered, "
+        f"{counts['errors']:.0f} failed, {counts['retries']:.0f} retries, "
+        f"{counts['cached']:.0f} from the cache{rate}"
+    )
 
 
 # --------------------------------------------------------------------------- records

@@ -177,3 +177,11 @@ def test_a_bad_replay_file_is_named(project: Project) -> None:
     (project.bench_dir / "recorded" / "demo.jsonl").write_text('{"benchmark": "mini", "id":\n')
     err = run_refused(project)
     assert "demo.jsonl: line 1: not valid JSON" in err
+
+
+def test_a_corrupt_cache_file_is_named_and_kept(project: Project) -> None:
+    cache = project.root / ".expertbench" / "cache" / "responses.sqlite3"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"this is not a database" * 100)
+    err = run_refused(project)
+    assert "responses.sqlite3" in err
