@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pytest_expertbench.files import atomic_write_text
 from pytest_expertbench.records import Direction, MetricResult, Threshold
 
 SCHEMA = 1
@@ -367,24 +366,10 @@ def save(path: Path, snapshot: Snapshot) -> None:
     doc = snapshot.to_json()
     Snapshot.from_json(doc, path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, doc)
+        text = json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        atomic_write_text(path, text)
     except OSError as exc:
         raise BaselineError(path, "", f"cannot write the file: {exc.strerror or exc}") from None
-
-
-def _write_atomically(path: Path, doc: Mapping[str, Any]) -> None:
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(doc, handle, indent=2, sort_keys=True, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- the gate

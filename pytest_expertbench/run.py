@@ -158,12 +158,8 @@ def score_example(
         scores[spec.name] = float(value)
         if score.detail:
             details[spec.name] = score.detail
-    return ExampleResult(
-        benchmark=benchmark.name,
-        id=example.id,
-        index=example.index,
-        digest=example.digest,
-        target=target,
+    return replace(
+        failed_example(benchmark, example, target, None),
         scores=scores,
         response=completion.text,
         tool_calls=completion.tool_calls,
@@ -172,8 +168,9 @@ def score_example(
 
 
 def failed_example(
-    benchmark: Benchmark, example: Example, target: str, error: str
+    benchmark: Benchmark, example: Example, target: str, error: str | None
 ) -> ExampleResult:
+    """The record of an example that has no scores (yet, when ``error`` is None)."""
     return ExampleResult(
         benchmark=benchmark.name,
         id=example.id,

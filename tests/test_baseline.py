@@ -280,7 +280,7 @@ def test_save_refuses_a_snapshot_that_could_not_be_loaded(tmp_path: Path) -> Non
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("broken", ["json.dump", "os.replace"])
+@pytest.mark.parametrize("broken", ["os.fsync", "os.replace"])
 def test_a_failed_save_keeps_the_old_file_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
 ) -> None:

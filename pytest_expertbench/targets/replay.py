@@ -11,8 +11,6 @@ own ``latency_ms``), so a replayed run's metrics equal the recorded run's.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from typing import Any
 import httpx
 
 from pytest_expertbench.config import ConfigError, TargetSpec
+from pytest_expertbench.files import atomic_write_text
 from pytest_expertbench.records import Completion, ExampleResult, Request, TargetError, ToolCall
 from pytest_expertbench.targets import Options, as_arguments
 
@@ -119,17 +118,12 @@ def write_replay(path: Path, rows: Iterable[ExampleResult]) -> None:
     Examples that ended in an error have no answer to replay and are left out, so
     replaying them reports "no recorded answer" instead of a made-up one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            for result in rows:
-                if result.error is None:
-                    handle.write(json.dumps(_record(result), ensure_ascii=False) + "\n")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    lines = (
+        json.dumps(_record(result), ensure_ascii=False) + "\n"
+        for result in rows
+        if result.error is None
+    )
+    atomic_write_text(path, "".join(lines))
 
 
 def _record(result: ExampleResult) -> dict[str, Any]:
