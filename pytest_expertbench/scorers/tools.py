@@ -333,27 +333,21 @@ def tool_selection(options: Mapping[str, Any], context: ScorerContext) -> ScoreF
 @scorer("argument_validity")
 def argument_validity(options: Mapping[str, Any], context: ScorerContext) -> ScoreFunction:
     """Every call's arguments parse and satisfy its tool's full parameter schema."""
-    reader = OptionReader(options)
-    schemas_of = _schemas_source(reader, context)
-    reader.finish()
-
-    def score(completion: Completion, example: Example) -> Score:
-        calls = calls_of(completion)
-        schemas = schemas_of(example)
-        for call in calls:
-            error = _call_shape_error(call, schemas) or schema_error(
-                call.arguments, schemas[_canonical(call.name)]
-            )
-            if error:
-                return Score(0.0, f"{call.name}: {error}")
-        return _no_call(calls)
-
-    return score
+    return _every_call(options, context, schema_error)
 
 
 @scorer("schema_compliance")
 def schema_compliance(options: Mapping[str, Any], context: ScorerContext) -> ScoreFunction:
     """No unknown arguments, every required one present, each of the right type."""
+    return _every_call(options, context, _compliance_error)
+
+
+def _every_call(
+    options: Mapping[str, Any],
+    context: ScorerContext,
+    check: Callable[[Any, Mapping[str, Any]], str | None],
+) -> ScoreFunction:
+    """1 when every call names a known tool and its arguments pass ``check``."""
     reader = OptionReader(options)
     schemas_of = _schemas_source(reader, context)
     reader.finish()
@@ -362,7 +356,7 @@ def schema_compliance(options: Mapping[str, Any], context: ScorerContext) -> Sco
         calls = calls_of(completion)
         schemas = schemas_of(example)
         for call in calls:
-            error = _call_shape_error(call, schemas) or _compliance_error(
+            error = _call_shape_error(call, schemas) or check(
                 call.arguments, schemas[_canonical(call.name)]
             )
             if error:
