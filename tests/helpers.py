@@ -37,6 +37,20 @@ metrics:
 """
 
 
+def short_benchmark(name: str, extra: str = "") -> str:
+    """A benchmark YAML on the six sums in the quick suite, with ``extra`` keys appended."""
+    return f"""\
+name: {name}
+dataset: {{file: data/mini.jsonl, id: id}}
+suites: {{quick: all}}
+prompt: "{{question}}"
+generation: {{temperature: 0}}
+scorers: [{{numeric_match: {{target: "{{answer}}"}}}}]
+metrics:
+  accuracy: {{of: numeric_match, direction: higher}}
+{extra}"""
+
+
 def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers import QUESTIONS, Project, replay_rows
+from tests.helpers import QUESTIONS, Project, replay_rows, short_benchmark
 
 OUT = "--expert-bench-report-dir=reports/out"
 
@@ -111,16 +111,7 @@ def test_yaml_markers_become_marks_and_strict_markers_is_clean(project: Project)
     assert {r["benchmark"] for r in rows if r["type"] == "example"} == {"mini"}
 
 
-MINI_WITH_MARKERS = """\
-name: gpu_mini
-dataset: {file: data/mini.jsonl, id: id}
-suites: {quick: all}
-prompt: "{question}"
-scorers: [{numeric_match: {target: "{answer}"}}]
-metrics:
-  accuracy: {of: numeric_match, direction: higher}
-markers: [gpu, slow]
-"""
+MINI_WITH_MARKERS = short_benchmark("gpu_mini", "markers: [gpu, slow]\n")
 
 
 def test_k_selects_examples_and_a_partial_run_is_not_compared(project: Project) -> None:
@@ -142,16 +133,7 @@ def test_x_and_junitxml_behave_as_usual(project: Project) -> None:
     assert "numeric_match = 0 &lt; 1" in xml or "numeric_match = 0 < 1" in xml
 
 
-MINI_YAML_ITEM_PASS = """\
-name: mini
-dataset: {file: data/mini.jsonl, id: id}
-suites: {quick: all}
-prompt: "{question}"
-scorers: [{numeric_match: {target: "{answer}"}}]
-metrics:
-  accuracy: {of: numeric_match, direction: higher}
-item_pass: {score: numeric_match, min: 1}
-"""
+MINI_YAML_ITEM_PASS = short_benchmark("mini", "item_pass: {score: numeric_match, min: 1}\n")
 
 
 def test_item_pass_fails_wrong_items_with_one_line(project: Project) -> None:

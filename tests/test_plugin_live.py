@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import QUESTIONS, REPO, Project, replay_rows
+from tests.helpers import QUESTIONS, REPO, Project, replay_rows, short_benchmark
 from tests.support.fake_openai import FakeOpenAI
 
 OUT = "--expert-bench-report-dir=reports/out"
@@ -143,16 +143,7 @@ def test_xdist_writes_the_same_files_as_a_serial_run(project: Project) -> None:
     assert summaries[0] == summaries[1]
 
 
-MINI_TWIN = """\
-name: twin
-dataset: {file: data/mini.jsonl, id: id}
-suites: {quick: all}
-prompt: "{question}"
-generation: {temperature: 0}
-scorers: [{numeric_match: {target: "{answer}"}}]
-metrics:
-  accuracy: {of: numeric_match, direction: higher}
-"""
+MINI_TWIN = short_benchmark("twin")
 
 
 def test_a_killed_run_resumes_from_the_cache(project: Project) -> None:

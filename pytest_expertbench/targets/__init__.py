@@ -25,7 +25,7 @@ import httpcore  # noqa: F401
 import httpx
 
 from pytest_expertbench.config import ConfigError, TargetSpec
-from pytest_expertbench.records import Completion, Request, TargetError
+from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
 
 __all__ = ["Options", "Target", "TargetError", "build_target", "one_line", "send_json"]
 
@@ -236,3 +236,14 @@ def as_arguments(value: Any) -> str:
 
 def token_count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def tool_calls_in(raw: Any, url: str) -> tuple[ToolCall, ...]:
+    """The ``tool_calls`` of an OpenAI or Ollama message (arguments as text or a mapping)."""
+    calls = []
+    for call in raw if isinstance(raw, list) else []:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise TargetError(f"a tool call without a function name in the answer from {url}")
+        calls.append(ToolCall(function["name"], as_arguments(function.get("arguments", {}))))
+    return tuple(calls)

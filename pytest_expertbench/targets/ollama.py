@@ -10,7 +10,7 @@ import httpx
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
-from pytest_expertbench.targets import Options, as_arguments, send_json, token_count
+from pytest_expertbench.targets import Options, send_json, token_count, tool_calls_in
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 _OPTIONS = "base_url model endpoint headers options keep_alive"
@@ -74,7 +74,7 @@ class OllamaTarget:
             if not isinstance(message, Mapping):
                 raise TargetError(f"no message in the answer from {self.url}")
             text = message.get("content")
-            tool_calls = _tool_calls(message.get("tool_calls"), self.url)
+            tool_calls = tool_calls_in(message.get("tool_calls"), self.url)
         else:
             text = data.get("response")
             if text is None:
@@ -85,16 +85,6 @@ class OllamaTarget:
             prompt_tokens=token_count(data.get("prompt_eval_count")),
             completion_tokens=token_count(data.get("eval_count")),
         )
-
-
-def _tool_calls(raw: Any, url: str) -> tuple[ToolCall, ...]:
-    calls = []
-    for call in raw if isinstance(raw, list) else []:
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise TargetError(f"a tool call without a function name in the answer from {url}")
-        calls.append(ToolCall(function["name"], as_arguments(function.get("arguments", {}))))
-    return tuple(calls)
 
 
 def build(spec: TargetSpec) -> OllamaTarget:

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from pytest_expertbench.config import TargetSpec
-from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
-from pytest_expertbench.targets import Options, as_arguments, send_json, token_count
+from pytest_expertbench.records import Completion, Request, TargetError
+from pytest_expertbench.targets import Options, send_json, token_count, tool_calls_in
 
 _OPTIONS = "base_url model endpoint api_key_env headers extra_body"
 
@@ -74,7 +74,7 @@ class OpenAITarget:
             if not isinstance(message, Mapping):
                 raise TargetError(f"no message in the first choice from {self.url}")
             text = message.get("content")
-            tool_calls = _tool_calls(message.get("tool_calls"), self.url)
+            tool_calls = tool_calls_in(message.get("tool_calls"), self.url)
         else:
             text = choice.get("text")
             tool_calls = ()
@@ -85,18 +85,6 @@ class OpenAITarget:
             prompt_tokens=token_count(usage.get("prompt_tokens")),
             completion_tokens=token_count(usage.get("completion_tokens")),
         )
-
-
-def _tool_calls(raw: Any, url: str) -> tuple[ToolCall, ...]:
-    if not raw:
-        return ()
-    calls = []
-    for call in raw if isinstance(raw, list) else []:
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-            raise TargetError(f"a tool call without a function name in the answer from {url}")
-        calls.append(ToolCall(function["name"], as_arguments(function.get("arguments", "{}"))))
-    return tuple(calls)
 
 
 def build(spec: TargetSpec) -> OpenAITarget:
