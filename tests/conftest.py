@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import datasets  # noqa: F401  (imported once here: pytester's in-process runs must not re-import it)
+# Imported once here: pytester's in-process runs restore sys.modules after each run, and
+# a second import of these breaks them (pyarrow registers its types twice; httpx would
+# catch exceptions of another httpcore's classes).
+import datasets  # noqa: F401
+import httpcore  # noqa: F401
+import httpx  # noqa: F401
 import pytest
 
 from tests.helpers import SHARED_DATASETS, Project
