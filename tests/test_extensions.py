@@ -128,3 +128,42 @@ def test_an_unreachable_judge_fails_the_item_in_one_line(project: Project) -> No
         ["*mini[[]q0[]]: mini.yaml: scorers[[]0[]] (judge): judge 'grader'*"]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+SCORING = """
+from pytest_expertbench.records import Score
+
+def polite(completion, example, word="answer"):
+    return Score(1.0) if word in completion.text else Score(0.0, "not polite")
+"""
+
+
+def test_a_python_function_in_the_yaml_is_a_scorer(project: Project) -> None:
+    project.pytester.makepyfile(scoring=SCORING)
+    project.pytester.makeini("[pytest]\npythonpath = .\n")
+    project.write(
+        "mini.yaml",
+        MINI_YAML.replace(
+            "metrics:",
+            "  - python: {function: 'scoring:polite', kwargs: {word: 'is 5'}, as: polite}\n"
+            "metrics:\n  polite_rate: {of: polite, agg: rate, direction: higher}",
+        ),
+    )
+    result = project.run("--expert-bench=quick", OUT)
+    result.assert_outcomes(passed=6)
+    assert project.metric(project.results(), "mini.polite_rate")["value"] == 1 / 6
+
+
+def test_a_python_scorer_that_cannot_be_imported_stops_the_run(project: Project) -> None:
+    project.pytester.makepyfile(scoring=SCORING)
+    project.pytester.makeini("[pytest]\npythonpath = .\n")
+    project.write(
+        "mini.yaml",
+        MINI_YAML.replace("metrics:", "  - python: {function: 'scoring:polit'}\nmetrics:"),
+    )
+    result = project.run("--expert-bench=quick", OUT)
+    assert result.ret == 4
+    assert (
+        "mini.yaml: scorers[1].python.function: 'scoring' has no function 'polit'"
+        in result.stderr.str()
+    )

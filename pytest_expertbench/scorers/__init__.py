@@ -43,7 +43,7 @@ class ScorerContext:
 
 ScorerFactory = Callable[[Mapping[str, Any], ScorerContext], ScoreFunction]
 
-_BUILTIN_FAMILIES = ("match", "text", "math", "structured", "tools", "safety", "judge")
+_BUILTIN_FAMILIES = ("match", "text", "math", "structured", "tools", "safety", "judge", "custom")
 _REGISTRY: dict[str, ScorerFactory] = {}
 
 
