@@ -61,6 +61,8 @@ def test_a_regression_fails_the_session_even_when_every_item_passed(project: Pro
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*REGRESSION mini.accuracy*1.0000*0.6667*"])
     assert project.metric(project.results(), "mini.accuracy")["status"] == "regression"
+    summary = (project.report_dir() / "summary.md").read_text()
+    assert "**Flipped from right to wrong** (2): `q0`, `q2`" in summary
     assert json.loads(baseline.read_text()) == doc  # the baseline is untouched
 
 
