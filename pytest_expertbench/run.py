@@ -215,7 +215,7 @@ def conclude(plan: Plan, results: Iterable[ExampleResult]) -> list[BenchmarkResu
                 snapshot=snapshot,
                 verdict=verdict,
                 examples=tuple(ran),
-                baseline_path=planned.baseline_path,
+                baseline_path=shown_path(planned.baseline_path),
                 baseline_note=note,
             )
         )
@@ -274,11 +274,20 @@ def save_baseline(plan: Plan, planned: PlannedBenchmark, snapshot: Snapshot) -> 
         return f"not saved: the existing file is unreadable ({exc}); move it away first"
     if existing is not None and existing.dataset.fingerprint != snapshot.dataset.fingerprint:
         return (
-            f"not saved: {path} holds a baseline of other examples "
+            f"not saved: {shown_path(path)} holds a baseline of other examples "
             f"(n={existing.dataset.n}, this run n={snapshot.dataset.n}); delete it to replace it"
         )
     baselines.save(path, snapshot)
-    return f"saved to {path}"
+    return f"saved to {shown_path(path)}"
+
+
+def shown_path(path: Path) -> Path:
+    """``path`` relative to the working directory when inside it: reports and PR comments
+    then read the same on every machine."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def environment_info(target: TargetSpec) -> dict[str, Any]:
