@@ -235,6 +235,7 @@ class Collected:
     outcomes: list[report.BenchmarkResult] | None = None
     problems: list[str] = field(default_factory=list)
     requests: dict[str, dict[str, float]] = field(default_factory=dict)  # per benchmark
+    shown: set[str] = field(default_factory=set)  # benchmarks whose request line is out
 
     def add_request_stats(self, stats: dict[str, dict[str, float]]) -> None:
         """Add one process's request counts (xdist workers each send theirs)."""
@@ -490,6 +491,25 @@ class BenchmarkItem(pytest.Item):
         return self.path, None, self.name
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """After a benchmark's last item (serial runs), a progress line with its requests."""
+    result = yield
+    run = item.config.stash.get(RUN_KEY, None)
+    last = nextitem is None or nextitem.parent is not item.parent
+    if run is None or not last or not isinstance(item, BenchmarkItem):
+        return result
+    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and _is_controller(item.config) and item.config.get_verbosity() >= 0:
+        name = item.planned.benchmark.name
+        counts = run.request_stats().get(name)
+        collected = item.config.stash.get(COLLECTED_KEY, None)
+        if counts and collected is not None:
+            reporter.write_line(request_line(name, counts))
+            collected.shown.add(name)
+    return result
+
+
 def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
     """Hand the engine the requests this process will need next, ahead of the item loop.
 
@@ -643,7 +663,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
     if config.get_verbosity() >= 0:
         for benchmark, counts in sorted(collected.requests.items()):
-            terminalreporter.write_line(request_line(benchmark, counts))
+            if benchmark not in collected.shown:  # xdist: workers cannot write live
+                terminalreporter.write_line(request_line(benchmark, counts))
     for outcome in collected.outcomes:
         if outcome.baseline_note:
             terminalreporter.write_line(

@@ -41,9 +41,14 @@ def test_every_example_is_asked_once_and_a_rerun_is_served_from_the_cache(
     assert project.metric(project.results(), "mini.accuracy")["value"] == 1.0
     assert dict(server.counts) == {text: 1 for _, text, _ in QUESTIONS}
 
+    first.stdout.fnmatch_lines(["requests mini: 6 asked, 6 answered, 0 failed, 0 retries, *"])
+
     second = project.run("--expert-bench=quick", OUT)
     second.assert_outcomes(passed=6)
     assert server.total == 6  # no request: every answer came from the cache
+    second.stdout.fnmatch_lines(["requests mini: 6 asked, 6 answered, *6 from the cache*"])
+    quiet = project.run("--expert-bench=quick", "-q", OUT)
+    assert "requests mini" not in quiet.stdout.str()
 
     project.run("--expert-bench=quick", "--expert-bench-cache=refresh", OUT)
     assert server.total == 12
