@@ -610,7 +610,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if collected.writer is not None:
         collected.writer.close()
     try:
-        outcomes = conclude(run.plan, collected.results.values())
+        interrupted = session.exitstatus in (
+            pytest.ExitCode.INTERRUPTED,
+            pytest.ExitCode.INTERNAL_ERROR,
+        )
+        outcomes = conclude(run.plan, collected.results.values(), interrupted=interrupted)
         write_reports(run.plan, outcomes, collected)
     except (OSError, BaselineError) as exc:
         collected.problems.append(f"could not finish the reports: {exc}")

@@ -195,8 +195,14 @@ def item_verdict(benchmark: Benchmark, result: ExampleResult) -> str | None:
     return f"{rule.score} = {value:g} < {rule.min:g}" + (f": {detail}" if detail else "")
 
 
-def conclude(plan: Plan, results: Iterable[ExampleResult]) -> list[BenchmarkResult]:
-    """Aggregate, compare and (when asked) save baselines for every benchmark that ran."""
+def conclude(
+    plan: Plan, results: Iterable[ExampleResult], *, interrupted: bool = False
+) -> list[BenchmarkResult]:
+    """Aggregate, compare and (when asked) save baselines for every benchmark that ran.
+
+    An interrupted run (Ctrl-C, a crash of the session) still reports what it has,
+    but never becomes a baseline.
+    """
     by_benchmark: dict[str, list[ExampleResult]] = {}
     for example in results:
         by_benchmark.setdefault(example.benchmark, []).append(example)
@@ -209,7 +215,13 @@ def conclude(plan: Plan, results: Iterable[ExampleResult]) -> list[BenchmarkResu
             continue  # deselected or not run: nothing to compare
         snapshot = make_snapshot(plan, planned, ran, environment, git_sha)
         verdict = baselines.compare(planned.baseline, snapshot, plan.settings.threshold)
-        note = save_baseline(plan, planned, snapshot) if plan.settings.save_baseline else None
+        note = None
+        if plan.settings.save_baseline:
+            note = (
+                "not saved: the run was interrupted"
+                if interrupted
+                else save_baseline(plan, planned, snapshot)
+            )
         concluded.append(
             BenchmarkResult(
                 snapshot=snapshot,

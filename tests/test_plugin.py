@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers import QUESTIONS, Project, replay_rows, short_benchmark
+from tests.helpers import MINI_YAML, QUESTIONS, Project, replay_rows, short_benchmark
 
 OUT = "--expert-bench-report-dir=reports/out"
 
@@ -193,3 +193,30 @@ def test_a_missing_recorded_answer_errors_only_that_item(project: Project) -> No
     result.stdout.fnmatch_lines(["*mini[[]q3[]]: model request failed: *q3*"])
     accuracy = project.metric(project.results(), "mini.accuracy")
     assert accuracy["samples_used"] == 5
+
+
+def test_an_interrupted_run_keeps_what_it_has_and_saves_no_baseline(project: Project) -> None:
+    project.pytester.makeconftest(
+        """
+        from pytest_expertbench.records import Score
+
+        def stop_at_q3(options, context):
+            def score(completion, example):
+                if example.id == "q3":
+                    raise KeyboardInterrupt
+                return Score(1.0)
+            return score
+
+        def pytest_expertbench_register_scorers(register):
+            register("stop_at_q3", stop_at_q3)
+        """
+    )
+    project.write("mini.yaml", MINI_YAML.replace("metrics:", "  - stop_at_q3: {}\nmetrics:"))
+    result = project.run(
+        "--expert-bench=quick", "--expert-bench-save-baseline", OUT, subprocess=True
+    )  # in-process, the interrupt would stop this test session too
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    examples = [r["id"] for r in project.results() if r["type"] == "example"]
+    assert examples == ["q0", "q1", "q2"]
+    assert not (project.root / "baselines").exists()
+    assert "not saved: the run was interrupted" in result.stdout.str()
