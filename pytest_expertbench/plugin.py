@@ -15,35 +15,23 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from pytest_expertbench import hookspecs, report
-from pytest_expertbench.baseline import BaselineError
-from pytest_expertbench.cache import CacheError, ResponseCache
-from pytest_expertbench.config import ConfigError, TargetSpec, load_targets, parse_threshold
-from pytest_expertbench.engine import Engine, EngineSettings
-from pytest_expertbench.files import atomic_write_text
-from pytest_expertbench.judging import TargetPool
+from pytest_expertbench import hookspecs
 from pytest_expertbench.records import Completion, Example, ExampleResult, TargetError, ToolCall
-from pytest_expertbench.run import (
-    CacheMode,
-    Plan,
-    PlannedBenchmark,
-    ScoreError,
-    Settings,
-    conclude,
-    failed_example,
-    item_verdict,
-    make_plan,
-    make_request,
-    run_id,
-    score_example,
-)
-from pytest_expertbench.scorers import register_scorer
-from pytest_expertbench.servers import ManagedServer, ServerError, resolve_port
-from pytest_expertbench.targets import Target, build_target
+
+if TYPE_CHECKING:  # the rest is imported when a benchmark run needs it: a plain test
+    # run with this plugin installed pays nothing for numpy, httpx or the datasets library
+    from pytest_expertbench import report
+    from pytest_expertbench.cache import ResponseCache
+    from pytest_expertbench.config import TargetSpec
+    from pytest_expertbench.engine import Engine
+    from pytest_expertbench.judging import TargetPool
+    from pytest_expertbench.run import Plan, PlannedBenchmark, Settings
+    from pytest_expertbench.servers import ManagedServer
+    from pytest_expertbench.targets import Target
 
 BUILTIN_MARKERS = {
     "gpu": "needs a GPU (deselect with -m 'not gpu')",
@@ -148,6 +136,9 @@ def _ini_dir(config: pytest.Config) -> Path:
 
 
 def settings_from(config: pytest.Config, suites: str) -> Settings:
+    from pytest_expertbench.config import ConfigError, parse_threshold
+    from pytest_expertbench.run import CacheMode, Settings, run_id
+
     root = _ini_dir(config)
     bench_dir = _value(config, "dir") or root / "benchmarks_suites"
     threshold_text = _value(config, "threshold") or "0.05"
@@ -210,6 +201,8 @@ class ProcessRun:
         return {name: {k: float(v) for k, v in asdict(s).items()} for name, s in stats.items()}
 
     def open_cache(self) -> ResponseCache | None:
+        from pytest_expertbench.cache import ResponseCache
+
         settings = self.plan.settings
         if self.cache is None and settings.cache != "off":
             self.cache = ResponseCache(settings.cache_dir, mode=settings.cache)
@@ -267,6 +260,10 @@ def pytest_configure(config: pytest.Config) -> None:
     suites = _value(config, "")
     if not suites:
         return
+    from pytest_expertbench.baseline import BaselineError
+    from pytest_expertbench.cache import CacheError
+    from pytest_expertbench.config import ConfigError
+
     _register_third_party_scorers(config)
     settings = settings_from(config, suites)
     try:
@@ -295,6 +292,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
     """The plan and the targets' pool; the model under test is built now, so that a bad
     target stops the run before any item, and judges when a scorer first asks them."""
+    from pytest_expertbench.config import load_targets
+    from pytest_expertbench.engine import EngineSettings
+    from pytest_expertbench.judging import TargetPool
+    from pytest_expertbench.run import make_plan
+
     targets = load_targets(settings.targets_path)
     under_test, port = _with_port(config, targets.get(settings.target))
     targets = replace(targets, targets={**targets.targets, under_test.name: under_test})
@@ -319,11 +321,15 @@ def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
 
 def _with_port(config: pytest.Config, spec: TargetSpec) -> tuple[TargetSpec, int | None]:
     """Give a managed server its ``{port}``: picked on the controller, handed to workers."""
+    from pytest_expertbench.servers import resolve_port
+
     return resolve_port(spec, getattr(config, "workerinput", {}).get(PORT_KEY))
 
 
 def _start_server(run: ProcessRun) -> None:
     """Start the model under test's server (controller only), before any worker starts."""
+    from pytest_expertbench.servers import ManagedServer, ServerError
+
     spec = run.plan.target
     if spec.server is None:
         return
@@ -336,6 +342,8 @@ def _start_server(run: ProcessRun) -> None:
 
 
 def _register_third_party_scorers(config: pytest.Config) -> None:
+    from pytest_expertbench.scorers import register_scorer
+
     config.hook.pytest_expertbench_register_scorers(register=register_scorer)
     for entry in entry_points(group="pytest_expertbench.scorers"):
         register_scorer(entry.name, entry.load())
@@ -456,6 +464,8 @@ class BenchmarkItem(pytest.Item):
         return self.parent.planned
 
     def setup(self) -> None:
+        from pytest_expertbench.run import failed_example, make_request
+
         run = self.config.stash[RUN_KEY]
         _prefetch(self, run)
         request = make_request(self.planned.benchmark, self.example)
@@ -471,6 +481,8 @@ class BenchmarkItem(pytest.Item):
         self.stash[COMPLETION_KEY] = completion
 
     def runtest(self) -> None:
+        from pytest_expertbench.run import ScoreError, failed_example, item_verdict, score_example
+
         run = self.config.stash[RUN_KEY]
         bench = self.planned.benchmark
         completion = self.stash[COMPLETION_KEY]
@@ -535,6 +547,8 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
     run.prefetched.update(id(i) for i in fresh)
     run.ahead += len(fresh)
     if fresh:
+        from pytest_expertbench.run import make_request
+
         run.engine.prefetch([make_request(i.planned.benchmark, i.example) for i in fresh])
 
 
@@ -550,6 +564,8 @@ def _queued_items(item: BenchmarkItem) -> list[pytest.Item]:
 
 
 def make_target(config: pytest.Config, spec: TargetSpec) -> Target:
+    from pytest_expertbench.targets import build_target
+
     made: Target | None = config.hook.pytest_expertbench_make_target(spec=spec)
     return made if made is not None else build_target(spec)
 
@@ -583,6 +599,8 @@ class ResultSink:
         self._keep(report.nodeid, getattr(report, "expertbench", None))
 
     def _keep(self, nodeid: str, record: dict[str, Any] | None) -> None:
+        from pytest_expertbench import report
+
         collected = self.config.stash.get(COLLECTED_KEY, None)
         if record is None or collected is None:
             return
@@ -603,6 +621,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = config.stash.get(RUN_KEY, None)
     if run is None:
         return
+    from pytest_expertbench.baseline import BaselineError
+    from pytest_expertbench.run import conclude
+
     if collected is None:  # an xdist worker: its counts go to the controller
         config.workeroutput[STATS_KEY] = run.request_stats()  # type: ignore[attr-defined]
         return
@@ -628,6 +649,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def write_reports(
     plan: Plan, outcomes: Sequence[report.BenchmarkResult], collected: Collected
 ) -> None:
+    from pytest_expertbench import report
+    from pytest_expertbench.files import atomic_write_text
+
     directory = plan.settings.report_dir
     if not outcomes:
         return
@@ -657,6 +681,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     collected = config.stash.get(COLLECTED_KEY, None)
     if collected is None or collected.outcomes is None:
         return
+    from pytest_expertbench import report
+
     run = config.stash[RUN_KEY]
     terminalreporter.write_sep("=", "expertbench")
     if not collected.outcomes:
