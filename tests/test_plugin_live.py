@@ -103,7 +103,7 @@ def comparable_rows(project: Project, name: str) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.parametrize("dist", ["load", "loadfile"])
+@pytest.mark.parametrize("dist", ["load", "loadfile", "loadscope", "worksteal"])
 def test_xdist_gives_the_same_numbers_and_asks_once(
     project: Project, server: FakeOpenAI, dist: str
 ) -> None:
@@ -121,8 +121,8 @@ def test_xdist_gives_the_same_numbers_and_asks_once(
     spread.assert_outcomes(passed=12)
     assert set(server.counts.values()) == {2}
     assert comparable_rows(project, "serial") == comparable_rows(project, "xdist")
-    if dist == "load":
-        assert "use --dist loadfile for full speed" in spread.stdout.str()
+    slow_mode_warned = "use --dist loadfile for full speed" in spread.stdout.str()
+    assert slow_mode_warned == (dist in ("load", "worksteal"))
 
 
 def test_xdist_writes_the_same_files_as_a_serial_run(project: Project) -> None:
