@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +60,9 @@ class MetricComparison:
     delta_abs: float | None
     threshold: Threshold
     status: MetricStatus
+    # Two-sided exact sign test over the examples whose score moved (paired by id);
+    # None where there is nothing to pair (no baseline scores, not a mean or rate).
+    p_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -402,6 +405,7 @@ def compare(baseline: Snapshot | None, current: Snapshot, default_threshold: Thr
         _compare_metric(name, baseline.metrics.get(name), metric, threshold(name))
         for name, metric in current.metrics.items()
     ]
+    rows = [replace(row, p_value=_paired_p(baseline, current, row)) for row in rows]
     rows += [
         _missing(name, metric, threshold(name))
         for name, metric in baseline.metrics.items()
@@ -414,6 +418,32 @@ def compare(baseline: Snapshot | None, current: Snapshot, default_threshold: Thr
         metrics=tuple(rows),
         flipped=_flips(baseline, current),
     )
+
+
+def _paired_p(baseline: Snapshot, current: Snapshot, row: MetricComparison) -> float | None:
+    """How likely so lopsided a split of ups and downs is if nothing changed (sign test).
+
+    A 5 % drop on 50 examples may be noise; the per-example scores both snapshots keep
+    say whether it is: each example is its own control.
+    """
+    meta = row.current.meta if row.current else {}
+    score = meta.get("of")
+    if meta.get("agg") not in ("mean", "rate") or not isinstance(score, str):
+        return None
+    up = down = 0
+    for example_id, new_scores in current.examples.items():
+        old, new = baseline.examples.get(example_id, {}).get(score), new_scores.get(score)
+        if old is None or new is None or old == new:
+            continue
+        up, down = (up + 1, down) if new > old else (up, down + 1)
+    return sign_test(up, down) if up + down else None
+
+
+def sign_test(up: int, down: int) -> float:
+    """Two-sided exact binomial test of ``up`` against ``down`` at p = 1/2."""
+    n, k = up + down, min(up, down)
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return float(min(1.0, 2 * tail / 2**n))
 
 
 def _uncompared(

@@ -143,6 +143,7 @@ def _metric_row(
         "baseline": comparison.baseline,
         "delta_rel": comparison.delta_rel,
         "delta_abs": comparison.delta_abs,
+        "p_value": comparison.p_value,
         "threshold": _threshold_json(own or default_threshold),
         "threshold_source": "metric" if own else "default",
         "status": comparison.status,
@@ -364,10 +365,11 @@ def format_current(row: MetricComparison) -> str:
 def regression_line(benchmark: str, row: MetricComparison) -> str:
     """``REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %)``."""
     current = row.current.value if row.current else None
+    paired = f", paired p = {row.p_value:.2g}" if row.p_value is not None else ""
     return (
         f"REGRESSION {benchmark}.{row.name}: {format_value(row.baseline, row.unit)} → "
         f"{format_value(current, row.unit)} "
-        f"({format_change(row)}, threshold {format_threshold(row.threshold, row.unit)})"
+        f"({format_change(row)}, threshold {format_threshold(row.threshold, row.unit)}{paired})"
     )
 
 

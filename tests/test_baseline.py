@@ -18,6 +18,7 @@ from pytest_expertbench.baseline import (
     load,
     natural_key,
     save,
+    sign_test,
 )
 from pytest_expertbench.records import Direction, MetricResult, Threshold
 
@@ -426,3 +427,20 @@ def test_the_saved_document_has_the_designed_keys() -> None:
     assert set(doc["metrics"]["accuracy"]) == {
         "value", "direction", "unit", "ci", "samples_used", "meta",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("up", "down", "expected"),
+    [(5, 5, 1.0), (0, 5, 2 / 32), (1, 9, 2 * (1 + 10) / 1024), (25, 0, 2 / 2**25), (1, 0, 1.0)],
+)
+def test_the_sign_test_is_the_exact_two_sided_binomial(up: int, down: int, expected: float) -> None:
+    assert sign_test(up, down) == pytest.approx(expected)
+
+
+def test_a_comparison_carries_the_paired_p_value_of_its_score() -> None:
+    old_examples = {str(i): {"numeric_match": 1.0} for i in range(10)}
+    new_examples = {str(i): {"numeric_match": 0.0 if i < 9 else 1.0} for i in range(10)}
+    old = snapshot({"accuracy": metric("accuracy", 1.0)}, old_examples)
+    new = snapshot({"accuracy": metric("accuracy", 0.1)}, new_examples)
+    (row,) = compare(old, new, Threshold(rel=0.05)).metrics
+    assert row.p_value == pytest.approx(2 / 2**9)  # nine of nine changes went down

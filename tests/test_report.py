@@ -317,7 +317,7 @@ def test_the_regression_line_says_old_new_change_and_threshold() -> None:
     result = regressed_result()
     (row,) = result.verdict.regressions
     assert regression_line("gsm8k", row) == (
-        "REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %)"
+        "REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %, paired p = 6e-08)"
     )
 
 
@@ -331,7 +331,10 @@ def test_terminal_lines_align_the_table_and_list_regressions() -> None:
     assert [line[status_column:] for line in table[1:]] == ["regression", "improvement", "missing"]
     assert "812.4 ms" in table[2] and "700.0 ms" in table[2] and "10 %" in table[2]
     assert "  25 examples flipped from right to wrong" in lines
-    assert lines[-1] == "REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %)"
+    assert (
+        lines[-1]
+        == "REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %, paired p = 6e-08)"
+    )
 
 
 def test_terminal_lines_show_the_note_of_an_uncompared_run() -> None:
