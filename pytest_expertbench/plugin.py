@@ -9,6 +9,7 @@ controller aggregates, compares and writes files.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -20,7 +21,14 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from pytest_expertbench import hookspecs
-from pytest_expertbench.records import Completion, Example, ExampleResult, TargetError, ToolCall
+from pytest_expertbench.records import (
+    Completion,
+    Example,
+    ExampleResult,
+    Request,
+    TargetError,
+    ToolCall,
+)
 
 if TYPE_CHECKING:  # the rest is imported when a benchmark run needs it: a plain test
     # run with this plugin installed pays nothing for numpy, httpx or the datasets library
@@ -463,12 +471,19 @@ class BenchmarkItem(pytest.Item):
     def planned(self) -> PlannedBenchmark:
         return self.parent.planned
 
+    @functools.cached_property
+    def request(self) -> Request:
+        """The request for this example, rendered once (at prefetch, reused in setup)."""
+        from pytest_expertbench.run import make_request
+
+        return make_request(self.planned.benchmark, self.example)
+
     def setup(self) -> None:
-        from pytest_expertbench.run import failed_example, make_request
+        from pytest_expertbench.run import failed_example
 
         run = self.config.stash[RUN_KEY]
         _prefetch(self, run)
-        request = make_request(self.planned.benchmark, self.example)
+        request = self.request
         try:
             completion = run.engine.result(request)
         except TargetError as exc:
@@ -547,9 +562,7 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
     run.prefetched.update(id(i) for i in fresh)
     run.ahead += len(fresh)
     if fresh:
-        from pytest_expertbench.run import make_request
-
-        run.engine.prefetch([make_request(i.planned.benchmark, i.example) for i in fresh])
+        run.engine.prefetch([i.request for i in fresh])
 
 
 def _queued_items(item: BenchmarkItem) -> list[pytest.Item]:
