@@ -31,7 +31,6 @@ AGGREGATIONS = ("mean", "rate", "count", "min", "max", "p50", "p90", "p95", "p99
 BUILTIN_SCORES = ("latency_ms", "tokens_per_s")
 # Template fields a scorer fills itself (the judge's rubric sees the model's answer).
 SCORER_FIELDS = {"judge": {"response"}}
-TARGET_KINDS = ("openai", "ollama", "http", "python", "replay")  # more through hooks
 ALL = None  # a suite size of "all"
 
 

@@ -38,14 +38,14 @@ class ExampleSet:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.examples)
+        return fingerprint((e.id, e.digest) for e in self.examples)
 
 
-def fingerprint(examples: Iterable[Example]) -> str:
-    """sha256 over the ids and row digests, in run order."""
+def fingerprint(ids_and_digests: Iterable[tuple[str, str]]) -> str:
+    """sha256 over the example ids and row digests, in run order."""
     digest = hashlib.sha256()
-    for example in examples:
-        digest.update(f"{example.id}\t{example.digest}\n".encode())
+    for example_id, row in ids_and_digests:
+        digest.update(f"{example_id}\t{row}\n".encode())
     return "sha256:" + digest.hexdigest()
 
 

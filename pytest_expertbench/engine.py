@@ -228,10 +228,6 @@ class Engine:
             return {name: counters.snapshot() for name, counters in self._counters.items()}
 
     @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    @property
     def peak_in_flight(self) -> int:
         """The most requests ever in flight at once (never above the concurrency)."""
         return self._peak_in_flight

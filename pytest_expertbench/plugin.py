@@ -425,7 +425,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     run = parent.config.stash.get(RUN_KEY, None)
     if run is None or file_path.suffix not in (".yaml", ".yml"):
         return None
-    planned = run.plan.by_path().get(file_path.resolve())
+    planned = run.plan.by_path.get(file_path.resolve())
     if planned is None:
         return None
     collector: BenchmarkFile = BenchmarkFile.from_parent(parent, path=file_path)

@@ -8,6 +8,7 @@ testable as plain functions and the hooks stay one-liners.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -81,7 +82,9 @@ class Plan:
     target: TargetSpec
     benchmarks: tuple[PlannedBenchmark, ...]
 
+    @functools.cached_property
     def by_path(self) -> dict[Path, PlannedBenchmark]:
+        """Benchmarks by their file, for collection (built once, asked for every file)."""
         return {p.benchmark.path.resolve(): p for p in self.benchmarks}
 
     @property
@@ -251,7 +254,7 @@ def make_snapshot(
             metrics[spec.name] = replace(
                 metric, meta={**metric.meta, "errors": len(ran) - len(scored)}
             )
-    examples_fp = fingerprint(_as_examples(ran))
+    examples_fp = fingerprint((r.id, r.digest) for r in ran)
     return Snapshot(
         benchmark=bench.name,
         suite=planned.suite,
@@ -265,10 +268,6 @@ def make_snapshot(
         examples={r.id: dict(r.scores) for r in scored},
         thresholds={m.name: m.threshold for m in bench.metrics if m.threshold is not None},
     )
-
-
-def _as_examples(ran: Sequence[ExampleResult]) -> list[Example]:
-    return [Example(id=r.id, index=r.index, fields={}, digest=r.digest) for r in ran]
 
 
 def save_baseline(plan: Plan, planned: PlannedBenchmark, snapshot: Snapshot) -> str:
