@@ -22,6 +22,7 @@ from pytest_expertbench.scorers import (
     OptionError,
     ScoreFunction,
     ScorerContext,
+    filled_fields,
     get_scorer,
     scorer_names,
 )
@@ -29,8 +30,6 @@ from pytest_expertbench.template import TemplateError, fields_of
 
 AGGREGATIONS = ("mean", "rate", "count", "min", "max", "p50", "p90", "p95", "p99", "sum")
 BUILTIN_SCORES = ("latency_ms", "tokens_per_s")
-# Template fields a scorer fills itself (the judge's rubric sees the model's answer).
-SCORER_FIELDS = {"judge": {"response"}}
 ALL = None  # a suite size of "all"
 
 
@@ -132,7 +131,7 @@ class Benchmark:
         for spec in self.scorers:
             for value in spec.options.values():
                 if isinstance(value, str):
-                    needed |= fields_of(value) - SCORER_FIELDS.get(spec.kind, set())
+                    needed |= fields_of(value) - filled_fields(spec.kind)
         return needed
 
 

@@ -45,6 +45,7 @@ ScorerFactory = Callable[[Mapping[str, Any], ScorerContext], ScoreFunction]
 
 _BUILTIN_FAMILIES = ("match", "text", "math", "structured", "tools", "safety", "judge", "custom")
 _REGISTRY: dict[str, ScorerFactory] = {}
+_FILLS: dict[str, frozenset[str]] = {}
 
 
 class ScoringError(Exception):
@@ -64,14 +65,24 @@ class OptionError(ValueError):
         self.message = message
 
 
-def scorer(name: str) -> Callable[[ScorerFactory], ScorerFactory]:
-    """Register a scorer factory under the name used in benchmark YAML."""
+def scorer(name: str, *, fills: tuple[str, ...] = ()) -> Callable[[ScorerFactory], ScorerFactory]:
+    """Register a scorer factory under the name used in benchmark YAML.
+
+    ``fills`` names template fields the scorer provides itself (the judge's rubric
+    sees ``{response}``), so they are not looked for among the dataset's columns.
+    """
 
     def register(factory: ScorerFactory) -> ScorerFactory:
         _REGISTRY[name] = factory
+        _FILLS[name] = frozenset(fills)
         return factory
 
     return register
+
+
+def filled_fields(name: str) -> frozenset[str]:
+    """The template fields scorer ``name`` fills itself."""
+    return _FILLS.get(name, frozenset())
 
 
 def register_scorer(name: str, factory: ScorerFactory) -> None:

@@ -125,7 +125,7 @@ def _shown(answer: str) -> str:
     return "'" + (flat if len(flat) <= _SHOWN_CHARS else flat[:_SHOWN_CHARS] + "…") + "'"
 
 
-@scorer("judge")
+@scorer("judge", fills=(RESPONSE_FIELD,))
 def judge(options: Mapping[str, Any], context: ScorerContext) -> ScoreFunction:
     """Ask the ``target`` judge with the ``rubric``; read its score or verdict."""
     reader = OptionReader(options)
