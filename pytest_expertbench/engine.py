@@ -2,7 +2,7 @@
 
 pytest runs items one after another; a model answers many requests at once. The
 engine bridges the two: one background thread runs one asyncio loop with
-``concurrency`` keep-alive ``httpx`` connections, and keeps up to ``concurrency``
+``concurrency`` keep-alive HTTP connections, and keeps up to ``concurrency``
 requests in flight from a queue that :meth:`Engine.prefetch` fills. Items then call
 :meth:`Engine.result`, which usually finds the answer already there.
 
@@ -21,15 +21,16 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from pytest_expertbench.cache import ResponseCache
+from pytest_expertbench.connections import JsonClient, one_line
 from pytest_expertbench.records import Completion, Request, TargetError
-from pytest_expertbench.targets import Target, one_line
+from pytest_expertbench.targets import Target
 
 Key = tuple[str, str]
 Outcome = Completion | TargetError
@@ -95,37 +96,32 @@ class _RateLimiter:
 
 
 class _ClientPool:
-    """Keep-alive HTTP clients for ``concurrency`` requests in flight, four per client.
+    """Keep-alive connections for ``concurrency`` requests in flight, four per client.
 
     httpcore scans every connection of its pool on each request, so one pool of 32
-    connections costs about 5 ms of CPU per request on a 2-core machine, pools of 4
-    about 1.3 ms (measured against tests/support/fake_openai.py). Each request in
+    connections costs about 1.7 ms of CPU per request on a 2-core machine, pools of 4
+    about 0.7 ms (measured against tests/support/fake_openai.py). Each request in
     flight borrows a slot and slot ``i`` uses client ``i // 4``: a client never has
-    more requests than connections, nothing queues inside httpx, and the server sees
-    at most ``concurrency`` keep-alive connections, as with one big pool. Used only
-    on the engine's loop thread.
+    more requests than connections, nothing queues inside httpcore, and the server
+    sees at most ``concurrency`` keep-alive connections, as with one big pool. Used
+    only on the engine's loop thread.
     """
 
     PER_CLIENT = 4
 
-    def __init__(self, concurrency: int, timeout_s: float) -> None:
+    def __init__(self, concurrency: int) -> None:
         self._free = list(range(concurrency - 1, -1, -1))  # a stack: warm slots first
-        self._clients: dict[int, httpx.AsyncClient] = {}
-        self._timeout = httpx.Timeout(timeout_s)
+        self._clients: dict[int, JsonClient] = {}
         self._ssl: ssl.SSLContext | None = None
 
-    def acquire(self) -> tuple[int, httpx.AsyncClient]:
+    def acquire(self) -> tuple[int, JsonClient]:
         slot = self._free.pop()
         group = slot // self.PER_CLIENT
         client = self._clients.get(group)
         if client is None:
             if self._ssl is None:  # one context for all: building one costs ~40 ms
                 self._ssl = httpx.create_ssl_context()
-            limits = httpx.Limits(
-                max_connections=self.PER_CLIENT, max_keepalive_connections=self.PER_CLIENT
-            )
-            client = httpx.AsyncClient(limits=limits, timeout=self._timeout, verify=self._ssl)
-            self._clients[group] = client
+            client = self._clients[group] = JsonClient(self.PER_CLIENT, self._ssl)
         return slot, client
 
     def release(self, slot: int) -> None:
@@ -135,6 +131,21 @@ class _ClientPool:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+
+
+class RequestEngine(Protocol):
+    """What the plugin and the judges ask of an engine, in this process or a helper."""
+
+    def prefetch(self, requests: Iterable[Request]) -> None: ...
+
+    def result(self, request: Request) -> Completion: ...
+
+    def stats(self) -> Mapping[str, BenchmarkStats]: ...
+
+    @property
+    def peak_in_flight(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
 def is_cacheable(request: Request) -> bool:
@@ -149,16 +160,26 @@ class Engine:
     sending to the full answer, measured here (a target that is not ``live``, such
     as a replay, keeps the latency it reports). ``Completion.attempts`` counts the
     attempts made. Only one thread should call :meth:`result` for a given request.
+
+    With ``on_finished``, every outcome goes to that callback (called on the loop's
+    thread) as soon as it arrives, instead of waiting for :meth:`result`: the helper
+    process of :mod:`pytest_expertbench.engine_process` streams answers that way.
     """
 
     def __init__(
-        self, target: Target, settings: EngineSettings, cache: ResponseCache | None = None
+        self,
+        target: Target,
+        settings: EngineSettings,
+        cache: ResponseCache | None = None,
+        *,
+        on_finished: Callable[[Request, Outcome], None] | None = None,
     ) -> None:
         if settings.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.target = target
         self.settings = settings
         self.cache = cache
+        self._on_finished = on_finished
         self._live = bool(getattr(target, "live", True))
         self._identity: Mapping[str, Any] = target.identity()
         self._reads_fields = bool(getattr(target, "reads_fields", False))
@@ -173,7 +194,7 @@ class Engine:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._clients = _ClientPool(settings.concurrency, settings.timeout_s)
+        self._clients = _ClientPool(settings.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._limiter = (
             _RateLimiter(settings.requests_per_minute) if settings.requests_per_minute else None
@@ -196,6 +217,17 @@ class Engine:
                     self._count(request).asked += 1
             self._wake()
 
+    def hurry(self, request: Request, *, again: bool = False) -> None:
+        """Ask ``request`` next: before everything queued, in the next free slot.
+
+        A request not yet seen is queued first; one queued is moved to the head; one
+        running or answered is left alone, unless its answer was already handed out
+        and ``again`` says to ask it again.
+        """
+        with self._lock:
+            self._check_open()
+            self._hurry(request, again=again)
+
     def result(self, request: Request) -> Completion:
         """The answer to ``request``, waiting for it; raises TargetError after the last retry.
 
@@ -206,13 +238,7 @@ class Engine:
         key = request.key
         with self._lock:
             self._check_open()
-            state = self._state.get(key)
-            if state in (None, _RETURNED, _QUEUED):
-                if state != _QUEUED:
-                    self._count(request).asked += 1
-                self._state[key] = _QUEUED
-                self._urgent.append(request)
-                self._wake()
+            self._hurry(request, again=True)
             while key not in self._finished:
                 if self._closed:
                     raise TargetError("the request engine was closed before the answer came")
@@ -256,6 +282,16 @@ class Engine:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the request engine is closed")
+
+    def _hurry(self, request: Request, *, again: bool) -> None:
+        state = self._state.get(request.key)
+        if state in (_RUNNING, _FINISHED) or (state == _RETURNED and not again):
+            return
+        if state != _QUEUED:
+            self._count(request).asked += 1
+        self._state[request.key] = _QUEUED
+        self._urgent.append(request)
+        self._wake()
 
     def _count(self, request: Request) -> _Counters:
         counters = self._counters.get(request.benchmark)
@@ -332,14 +368,19 @@ class Engine:
             with self._lock:
                 self._in_flight -= 1
         with self._lock:
-            self._finished[request.key] = outcome
-            self._state[request.key] = _FINISHED
+            if self._on_finished is None:
+                self._finished[request.key] = outcome
+                self._state[request.key] = _FINISHED
+            else:
+                self._state[request.key] = _RETURNED
             counters = self._count(request)
             counters.done += 1
             counters.errors += isinstance(outcome, TargetError)
             counters.cached += isinstance(outcome, Completion) and outcome.cached
             counters.last_finish = time.monotonic()
             self._lock.notify_all()
+        if self._on_finished is not None:
+            self._on_finished(request, outcome)
         self._pump()
 
     async def _answer(self, request: Request) -> Completion:

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from pytest_expertbench.cache import ResponseCache
 from pytest_expertbench.config import ConfigError, TargetsFile, TargetSpec
-from pytest_expertbench.engine import Engine, EngineSettings
+from pytest_expertbench.engine import Engine, EngineSettings, RequestEngine
 from pytest_expertbench.records import Completion, Request, TargetError
 from pytest_expertbench.targets import Target
 
@@ -43,18 +43,18 @@ class TargetPool:
         self._make_target = make_target
         self._settings = settings
         self._open_cache = open_cache
-        self._engines: dict[str, Engine] = {}
+        self._engines: dict[str, RequestEngine] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     def names(self) -> set[str]:
         return set(self._targets.targets)
 
-    def engine(self, target: str) -> Engine:
+    def engine(self, target: str) -> RequestEngine:
         """The engine of ``target``, built on first use (the plugin prefetches through it)."""
         return self._engine(target)
 
-    def built(self, target: str) -> Engine | None:
+    def built(self, target: str) -> RequestEngine | None:
         """The engine of ``target`` if one was built (for its request statistics)."""
         with self._lock:
             return self._engines.get(target)
@@ -82,7 +82,7 @@ class TargetPool:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _engine(self, name: str) -> Engine:
+    def _engine(self, name: str) -> RequestEngine:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the target pool is closed")
@@ -91,7 +91,7 @@ class TargetPool:
                 engine = self._engines[name] = self._build(name)
             return engine
 
-    def _build(self, name: str) -> Engine:
+    def _build(self, name: str) -> RequestEngine:
         spec = self._targets.targets.get(name)
         if spec is None:
             known = ", ".join(sorted(self._targets.targets)) or "none"
@@ -100,7 +100,12 @@ class TargetPool:
             target = self._make_target(spec)
         except ConfigError as exc:
             raise TargetError(f"cannot use the target {name!r}: {exc}") from None
-        return Engine(target, self._settings_for(spec), self._open_cache())
+        settings, cache = self._settings_for(spec), self._open_cache()
+        if getattr(target, "helper_process", False):
+            from pytest_expertbench.engine_process import EngineProcess
+
+            return EngineProcess(target, settings, cache)
+        return Engine(target, settings, cache)
 
     def _settings_for(self, spec: TargetSpec) -> EngineSettings:
         return replace(

@@ -46,8 +46,10 @@ class BenchmarkResult:
 
 def plain(value: Any) -> Any:
     """``value`` as JSON can hold it: mappings, lists, and null where a float is not finite."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if value is None or isinstance(value, str | bool | int):  # most values: answer at once
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
         return {str(key): plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -11,13 +11,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from pytest_expertbench.cache import ResponseCache
 from pytest_expertbench.config import ConfigError, TargetSpec
 from pytest_expertbench.records import Completion, ExampleResult, Request, TargetError, ToolCall
-from pytest_expertbench.targets import Target, build_target, parse_retry_after
+from pytest_expertbench.connections import JsonClient, parse_retry_after
+from pytest_expertbench.targets import Target, build_target
 from pytest_expertbench.targets.replay import write_replay
 from tests.support.fake_openai import FakeOpenAI
 
@@ -44,8 +44,8 @@ def spec(kind: str, **options: Any) -> TargetSpec:
 
 def ask(target: Target, request: Request = REQUEST) -> Completion:
     async def run() -> Completion:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            return await target.complete(request, client)
+        async with JsonClient(4) as client:
+            return await asyncio.wait_for(target.complete(request, client), 5.0)
 
     return asyncio.run(run())
 

@@ -13,9 +13,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
-
 from pytest_expertbench.records import Completion, Example, Score
 from pytest_expertbench.scorers import OptionError, ScoreFunction, ScorerContext, scorer
 from pytest_expertbench.scorers._options import FieldError, OptionReader, json_field
@@ -39,6 +36,9 @@ def parse_json(response: str) -> tuple[Any, str | None]:
 
 def schema_error(value: Any, schema: Mapping[str, Any]) -> str | None:
     """The most relevant validation error as "<json path>: <message>", or None."""
+    from jsonschema import Draft202012Validator  # 45 ms: only benchmarks with schemas pay
+    from jsonschema.exceptions import best_match
+
     error = best_match(Draft202012Validator(schema).iter_errors(value))
     return None if error is None else f"{error.json_path}: {error.message}"
 
@@ -47,6 +47,9 @@ def check_schema(schema: Any) -> str | None:
     """Why a schema is not a valid Draft 2020-12 schema, or None."""
     if not isinstance(schema, Mapping):
         return f"expected a JSON schema (a mapping), got {schema!r}"
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:

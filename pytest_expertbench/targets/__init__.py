@@ -7,27 +7,17 @@ engine owns timing, retries, concurrency and the cache. A target raises
 
 from __future__ import annotations
 
-import email.utils
 import importlib
 import json
-import math
 import os
-import re
-import time
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-# httpx imports httpcore on its first request and keeps httpcore's exception classes
-# from then on. Importing both together keeps them in step when modules are dropped
-# and imported again (pytester's in-process runs do that): otherwise a later run's
-# httpcore errors escape httpx's mapping and a dropped connection is not retried.
-import httpcore  # noqa: F401
-import httpx
-
 from pytest_expertbench.config import ConfigError, TargetSpec
+from pytest_expertbench.connections import JsonClient, one_line
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
 
-__all__ = ["Options", "Target", "TargetError", "build_target", "one_line", "send_json"]
+__all__ = ["JsonClient", "Options", "Target", "TargetError", "build_target", "one_line"]
 
 _KIND_MODULES = {
     "openai": "pytest_expertbench.targets.openai",
@@ -36,7 +26,6 @@ _KIND_MODULES = {
     "python": "pytest_expertbench.targets.python",
     "replay": "pytest_expertbench.targets.replay",
 }
-_BODY_CHARS = 200
 
 
 @runtime_checkable
@@ -48,7 +37,10 @@ class Target(Protocol):
     timing the call, and never caches its answers. A target without the attribute
     is treated as live. An optional ``reads_fields`` attribute, True when the answer
     may depend on ``Request.fields`` beyond the prompt (an ``http`` body template, a
-    Python function), puts the fields into the cache key.
+    Python function), puts the fields into the cache key. A target whose class says
+    ``helper_process = True`` is picklable and needs nothing of this process: its
+    engine then runs in a helper process (:mod:`pytest_expertbench.engine_process`),
+    away from pytest's GIL.
     """
 
     @property
@@ -61,7 +53,7 @@ class Target(Protocol):
         """What makes this model's answers what they are (kind, URL, model…); no secret."""
         ...
 
-    async def complete(self, request: Request, client: httpx.AsyncClient) -> Completion: ...
+    async def complete(self, request: Request, client: JsonClient) -> Completion: ...
 
 
 def build_target(spec: TargetSpec) -> Target:
@@ -135,80 +127,6 @@ class Options:
                 f"unknown option for a {self.spec.kind} target "
                 f"(expected one of: {', '.join(allowed.split())})",
             )
-
-
-def one_line(text: str, limit: int = _BODY_CHARS) -> str:
-    """Whitespace collapsed and cut, so an error fits on one terminal line."""
-    flat = re.sub(r"\s+", " ", text).strip()
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-async def send_json(
-    client: httpx.AsyncClient,
-    url: str,
-    payload: Any,
-    *,
-    headers: Mapping[str, str],
-    method: str = "POST",
-) -> Any:
-    """Send one JSON request and return the decoded answer, or raise a one-line TargetError."""
-    body = None if method == "GET" else payload
-    try:
-        response = await client.request(method, url, json=body, headers=dict(headers))
-    except httpx.TimeoutException as exc:
-        raise TargetError(
-            f"timed out waiting for {url} ({type(exc).__name__})", retryable=True
-        ) from None
-    except httpx.TransportError as exc:
-        reason = one_line(str(exc)) or type(exc).__name__
-        raise TargetError(f"cannot reach {url}: {reason}", retryable=True) from None
-    if response.status_code >= 400:
-        status = response.status_code
-        raise TargetError(
-            f"HTTP {status} from {url}: {_error_text(response)}",
-            retryable=status in (408, 429) or status >= 500,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            status=status,
-        )
-    try:
-        return response.json()
-    except ValueError:
-        raise TargetError(
-            f"malformed JSON from {url}: {one_line(response.text, 80)!r}",
-            status=response.status_code,
-        ) from None
-
-
-def _error_text(response: httpx.Response) -> str:
-    """The server's own error message when it gives one in JSON, else the body's start."""
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if isinstance(data, Mapping):
-        error = data.get("error", data.get("detail", data.get("message")))
-        if isinstance(error, Mapping):
-            error = error.get("message", error)
-        if isinstance(error, str) and error:
-            return one_line(error)
-    return one_line(response.text) or response.reason_phrase or "no body"
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def lookup(data: Any, path: str) -> Any:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import Any, ClassVar
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError
-from pytest_expertbench.targets import Options, lookup, send_json
+from pytest_expertbench.targets import JsonClient, Options, lookup
 from pytest_expertbench.template import TemplateError, fields_of, render
 
 _OPTIONS = "url method headers body response_path api_key_env api_key_header"
@@ -30,6 +28,7 @@ class HttpTarget:
     api_key_header: str = "Authorization"
     api_key: str | None = field(default=None, repr=False)
     live: bool = True
+    helper_process: ClassVar[bool] = True  # a plain description of an endpoint: picklable
     reads_fields: bool = True
 
     def identity(self) -> Mapping[str, Any]:
@@ -50,13 +49,13 @@ class HttpTarget:
         except TemplateError as exc:
             raise TargetError(f"cannot build the request body for {self.url}: {exc}") from None
 
-    async def complete(self, request: Request, client: httpx.AsyncClient) -> Completion:
+    async def complete(self, request: Request, client: JsonClient) -> Completion:
         headers = dict(self.headers)
         if self.api_key:
             scheme = "Bearer " if self.api_key_header.lower() == "authorization" else ""
             headers[self.api_key_header] = scheme + self.api_key
-        data = await send_json(
-            client, self.url, self.payload(request), headers=headers, method=self.method
+        data = await client.request_json(
+            self.url, self.payload(request), headers=headers, method=self.method
         )
         try:
             value = lookup(data, self.response_path)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import Any, ClassVar
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
-from pytest_expertbench.targets import Options, send_json, token_count, tool_calls_in
+from pytest_expertbench.targets import JsonClient, Options, token_count, tool_calls_in
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 _OPTIONS = "base_url model endpoint headers options keep_alive"
@@ -28,6 +26,7 @@ class OllamaTarget:
     options: Mapping[str, Any] = field(default_factory=dict)
     keep_alive: str | None = None
     live: bool = True
+    helper_process: ClassVar[bool] = True  # a plain description of an endpoint: picklable
 
     @property
     def url(self) -> str:
@@ -61,8 +60,8 @@ class OllamaTarget:
             payload["keep_alive"] = self.keep_alive
         return payload
 
-    async def complete(self, request: Request, client: httpx.AsyncClient) -> Completion:
-        data = await send_json(client, self.url, self.payload(request), headers=self.headers)
+    async def complete(self, request: Request, client: JsonClient) -> Completion:
+        data = await client.request_json(self.url, self.payload(request), headers=self.headers)
         return self.parse(data)
 
     def parse(self, data: Any) -> Completion:

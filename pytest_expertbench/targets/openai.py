@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import Any, ClassVar
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError
-from pytest_expertbench.targets import Options, send_json, token_count, tool_calls_in
+from pytest_expertbench.targets import JsonClient, Options, token_count, tool_calls_in
 
 _OPTIONS = "base_url model endpoint api_key_env headers extra_body"
 
@@ -25,6 +23,7 @@ class OpenAITarget:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     api_key: str | None = field(default=None, repr=False)
     live: bool = True
+    helper_process: ClassVar[bool] = True  # a plain description of an endpoint: picklable
 
     @property
     def url(self) -> str:
@@ -57,11 +56,11 @@ class OpenAITarget:
         payload.update(self.extra_body)  # the target's own settings win over a benchmark's
         return payload
 
-    async def complete(self, request: Request, client: httpx.AsyncClient) -> Completion:
+    async def complete(self, request: Request, client: JsonClient) -> Completion:
         headers = dict(self.headers)
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        data = await send_json(client, self.url, self.payload(request), headers=headers)
+        data = await client.request_json(self.url, self.payload(request), headers=headers)
         return self.parse(data)
 
     def parse(self, data: Any) -> Completion:

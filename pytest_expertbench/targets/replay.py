@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from pytest_expertbench.config import ConfigError, TargetSpec
 from pytest_expertbench.files import atomic_write_text
 from pytest_expertbench.records import Completion, ExampleResult, Request, TargetError, ToolCall
-from pytest_expertbench.targets import Options, as_arguments
+from pytest_expertbench.targets import JsonClient, Options, as_arguments
 
 _OPTIONS = "path"
 Recording = dict[tuple[str, str], Completion]
@@ -46,7 +44,7 @@ class ReplayTarget:
                 self._answers = read_replay(self.path)
             return self._answers
 
-    async def complete(self, request: Request, client: httpx.AsyncClient) -> Completion:
+    async def complete(self, request: Request, client: JsonClient) -> Completion:
         answer = self.load().get(request.key)
         if answer is None:
             raise TargetError(
