@@ -138,7 +138,7 @@ class RequestEngine(Protocol):
 
     def prefetch(self, requests: Iterable[Request]) -> None: ...
 
-    def result(self, request: Request) -> Completion: ...
+    def result(self, request: Request, timeout: float | None = None) -> Completion: ...
 
     def stats(self) -> Mapping[str, BenchmarkStats]: ...
 
@@ -228,21 +228,24 @@ class Engine:
             self._check_open()
             self._hurry(request, again=again)
 
-    def result(self, request: Request) -> Completion:
+    def result(self, request: Request, timeout: float | None = None) -> Completion:
         """The answer to ``request``, waiting for it; raises TargetError after the last retry.
 
         A request not yet started goes to the head of the queue and takes the next
         free slot. A request whose answer was already handed out is asked again
-        (through the cache, when it is cacheable).
+        (through the cache, when it is cacheable). After ``timeout`` seconds without
+        the answer, raises TimeoutError; the request goes on, and a later call waits
+        for the same answer.
         """
         key = request.key
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._check_open()
             self._hurry(request, again=True)
             while key not in self._finished:
                 if self._closed:
                     raise TargetError("the request engine was closed before the answer came")
-                self._lock.wait()
+                self._lock.wait(seconds_left(deadline))
             outcome = self._finished.pop(key)
             self._state[key] = _RETURNED
         if isinstance(outcome, TargetError):
@@ -451,6 +454,16 @@ class Engine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._clients.aclose()
+
+
+def seconds_left(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (None: no deadline); TimeoutError once it has passed."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("no answer yet")
+    return left
 
 
 def _final(error: TargetError, attempts: int) -> TargetError:

@@ -27,13 +27,21 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from pytest_expertbench.cache import CacheMode, ResponseCache
 from pytest_expertbench.connections import one_line
-from pytest_expertbench.engine import BenchmarkStats, Engine, EngineSettings, Key, Outcome
+from pytest_expertbench.engine import (
+    BenchmarkStats,
+    Engine,
+    EngineSettings,
+    Key,
+    Outcome,
+    seconds_left,
+)
 from pytest_expertbench.records import Completion, Request, TargetError
 from pytest_expertbench.targets import Target
 
@@ -118,9 +126,10 @@ class EngineProcess:
         if fresh:
             self._send(("prefetch", fresh))
 
-    def result(self, request: Request) -> Completion:
+    def result(self, request: Request, timeout: float | None = None) -> Completion:
         """The answer to ``request``, waiting for it; as :meth:`Engine.result`."""
         key = request.key
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._check_open()
             waiting = key not in self._finished
@@ -131,7 +140,7 @@ class EngineProcess:
         with self._lock:
             while key not in self._finished:
                 self._check_alive()
-                self._lock.wait()
+                self._lock.wait(seconds_left(deadline))
             outcome = self._finished.pop(key)
             self._state[key] = _RETURNED
         if isinstance(outcome, TargetError):
