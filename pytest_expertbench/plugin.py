@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -91,6 +92,11 @@ OPTIONS = (
     _Option("cache", "response cache: on, off or refresh [on]", metavar="MODE"),
     _Option("cache-dir", "where the response cache lives [.expertbench/cache]", "path"),
     _Option("record", "write this run's answers as a replay file", "path"),
+    _Option(
+        "progress",
+        "after an item waits this long for the model, a progress line; 0: never [5]",
+        metavar="SECONDS",
+    ),
 )
 
 
@@ -173,7 +179,22 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         cache=cast(CacheMode, cache),
         cache_dir=_value(config, "cache-dir") or root / ".expertbench" / "cache",
         record=_value(config, "record"),
+        progress_s=_seconds(config, "progress", default=5.0),
     )
+
+
+def _seconds(config: pytest.Config, name: str, default: float) -> float:
+    text = _value(config, name)
+    if text is None:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        flag = f"--expert-bench-{name}"
+        raise pytest.UsageError(f"{flag}: expected seconds (0 or more), got {text!r}")
+    return seconds
 
 
 def _number_or_text(text: str) -> float | str:
@@ -236,7 +257,6 @@ class Collected:
     outcomes: list[report.BenchmarkResult] | None = None
     problems: list[str] = field(default_factory=list)
     requests: dict[str, dict[str, float]] = field(default_factory=dict)  # per benchmark
-    shown: set[str] = field(default_factory=set)  # benchmarks whose request line is out
 
     def add_request_stats(self, stats: dict[str, dict[str, float]]) -> None:
         """Add one process's request counts (xdist workers each send theirs)."""
@@ -494,7 +514,7 @@ class BenchmarkItem(pytest.Item):
         _prefetch(self, run)
         request = self.request
         try:
-            completion = run.engine.result(request)
+            completion = _answer(self, run, request)
         except TargetError as exc:
             self._record(
                 failed_example(
@@ -527,23 +547,27 @@ class BenchmarkItem(pytest.Item):
         return self.path, None, self.name
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    """After a benchmark's last item (serial runs), a progress line with its requests."""
-    result = yield
-    run = item.config.stash.get(RUN_KEY, None)
-    last = nextitem is None or nextitem.parent is not item.parent
-    if run is None or not last or not isinstance(item, BenchmarkItem):
-        return result
+def _answer(item: BenchmarkItem, run: ProcessRun, request: Request) -> Completion:
+    """The item's answer; while it keeps the item waiting, a progress line now and then.
+
+    Only a run without xdist workers shows them (workers cannot write to the
+    terminal), and not under ``-q``.
+    """
+    every = run.plan.settings.progress_s
     reporter = item.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and _is_controller(item.config) and item.config.get_verbosity() >= 0:
+    if not every or reporter is None or not _is_controller(item.config):
+        return run.engine.result(request)
+    if item.config.get_verbosity() < 0:
+        return run.engine.result(request)
+    waited = 0.0
+    while True:
+        try:
+            return run.engine.result(request, timeout=every)
+        except TimeoutError:
+            waited += every
         name = item.planned.benchmark.name
-        counts = run.request_stats().get(name)
-        collected = item.config.stash.get(COLLECTED_KEY, None)
-        if counts and collected is not None:
-            reporter.write_line(request_line(name, counts))
-            collected.shown.add(name)
-    return result
+        counts = run.request_stats().get(name, {})
+        reporter.write_line(waiting_line(name, counts, item.example.id, waited))
 
 
 def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
@@ -715,8 +739,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
     if config.get_verbosity() >= 0:
         for benchmark, counts in sorted(collected.requests.items()):
-            if benchmark not in collected.shown:  # xdist: workers cannot write live
-                terminalreporter.write_line(request_line(benchmark, counts))
+            terminalreporter.write_line(request_line(benchmark, counts))
     for outcome in collected.outcomes:
         if outcome.baseline_note:
             terminalreporter.write_line(
@@ -735,6 +758,17 @@ def request_line(benchmark: str, counts: dict[str, float]) -> str:
         f"requests {benchmark}: {counts['asked']:.0f} asked, {counts['done']:.0f} answered, "
         f"{counts['errors']:.0f} failed, {counts['retries']:.0f} retries, "
         f"{counts['cached']:.0f} from the cache{rate}"
+    )
+
+
+def waiting_line(benchmark: str, counts: dict[str, float], example: str, waited_s: float) -> str:
+    elapsed = counts.get("elapsed_s", 0.0)
+    done = counts.get("done", 0.0)
+    rate = f", {done / elapsed:.1f} req/s" if elapsed > 0 else ""
+    return (
+        f"requests {benchmark}: {done:.0f}/{counts.get('asked', 0.0):.0f} answered{rate}, "
+        f"{counts.get('errors', 0.0):.0f} failed, {counts.get('retries', 0.0):.0f} retries; "
+        f"{example} has waited {waited_s:.0f} s"
     )
 
 

@@ -65,6 +65,7 @@ class Settings:
     cache: CacheMode = "on"
     cache_dir: Path = Path(".expertbench/cache")
     record: Path | None = None
+    progress_s: float = 5.0  # an item waiting this long shows a progress line (0: never)
 
 
 @dataclass(frozen=True)

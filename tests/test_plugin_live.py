@@ -255,3 +255,26 @@ def test_a_managed_server_that_fails_to_start_stops_the_run_with_its_log(project
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "exited with code 3" in err and "no GPU" in err
+
+
+def test_an_item_kept_waiting_shows_progress_unless_quiet(project: Project) -> None:
+    with FakeOpenAI(answers=ANSWERS, latency_s=0.25, capacity=1) as slow:
+        use_server(project, slow.base_url, concurrency=1)
+        args = ("--expert-bench=quick", "--expert-bench-cache=off", OUT)
+        shown = project.run(*args, "--expert-bench-progress=0.1")
+        shown.assert_outcomes(passed=6)
+        shown.stdout.fnmatch_lines(
+            ["requests mini: */6 answered*, 0 failed, 0 retries; q* has waited * s"]
+        )
+        quiet = project.run(*args, "--expert-bench-progress=0.1", "-q")
+        quiet.assert_outcomes(passed=6)
+        off = project.run(*args, "--expert-bench-progress=0")
+        off.assert_outcomes(passed=6)
+    assert "has waited" not in quiet.stdout.str() + off.stdout.str()
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_progress_interval_is_a_usage_error(project: Project, value: str) -> None:
+    result = project.run("--expert-bench=quick", f"--expert-bench-progress={value}", OUT)
+    assert result.ret == 4
+    result.stderr.fnmatch_lines([f"*--expert-bench-progress: expected seconds*{value}*"])
