@@ -155,8 +155,9 @@ def score_example(
             raise ScoreError(f"{benchmark.path.name}: scorers[{i}] ({spec.kind}): {exc}") from None
         value = score.value
         if not isinstance(value, int | float) or not math.isfinite(value):
+            why = f" ({score.detail})" if score.detail else ""
             raise ScoreError(
-                f"{benchmark.path.name}: scorers[{i}] ({spec.kind}) gave {value!r} for "
+                f"{benchmark.path.name}: scorers[{i}] ({spec.kind}) gave {value!r}{why} for "
                 f"example {example.id}: a score must be a finite number"
             )
         scores[spec.name] = float(value)

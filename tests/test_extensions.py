@@ -154,6 +154,32 @@ def test_a_python_function_in_the_yaml_is_a_scorer(project: Project) -> None:
     assert project.metric(project.results(), "mini.polite_rate")["value"] == 1 / 6
 
 
+def test_a_python_scorer_that_returns_no_number_fails_its_items_saying_what_it_gave(
+    project: Project,
+) -> None:
+    project.pytester.makepyfile(
+        scoring="""
+from pytest_expertbench.records import Score
+
+def verdict(completion, example):
+    return "yes" if example.id == "q0" else Score(float("nan"), "judge was unsure")
+"""
+    )
+    project.pytester.makeini("[pytest]\npythonpath = .\n")
+    project.write(
+        "mini.yaml",
+        MINI_YAML.replace("metrics:", "  - python: {function: 'scoring:verdict'}\nmetrics:"),
+    )
+    result = project.run("--expert-bench=quick", OUT)
+    result.assert_outcomes(failed=6)
+    result.stdout.fnmatch_lines(
+        [
+            "*q0*mini.yaml: scorers[[]1[]] (python): returned str 'yes', not a number or a Score",
+            "*q1*mini.yaml: scorers[[]1[]] (python) gave nan (judge was unsure) for example q1*",
+        ]
+    )
+
+
 def test_a_python_scorer_that_cannot_be_imported_stops_the_run(project: Project) -> None:
     project.pytester.makepyfile(scoring=SCORING)
     project.pytester.makeini("[pytest]\npythonpath = .\n")

@@ -14,7 +14,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytest_expertbench.records import Completion, Example, Score
-from pytest_expertbench.scorers import OptionError, ScoreFunction, ScorerContext, scorer
+from pytest_expertbench.scorers import (
+    OptionError,
+    ScoreFunction,
+    ScorerContext,
+    ScoringError,
+    scorer,
+)
 
 
 @scorer("python")
@@ -50,9 +56,11 @@ def _import(reference: Any) -> Callable[..., Any]:
 
 
 def as_score(value: Any) -> Score:
-    """A user function's answer as a Score; anything else is reported by the plugin."""
+    """A user function's answer as a Score; the item fails on anything that is not one, with
+    what the function returned (a NaN score is reported by the plugin, with its detail)."""
     if isinstance(value, Score):
         return value
     if isinstance(value, bool | int | float):
         return Score(float(value))
-    return Score(float("nan"), f"returned {type(value).__name__}, not a number")
+    shown = " ".join(repr(value).split())[:80]
+    raise ScoringError(f"returned {type(value).__name__} {shown}, not a number or a Score")
