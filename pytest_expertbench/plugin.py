@@ -13,6 +13,8 @@ import functools
 import json
 import math
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import entry_points
@@ -310,6 +312,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_KEY] = run
     if _is_controller(config):
+        _interrupt_on_sigterm(config)
         _start_server(run)
         partial = settings.report_dir / "results.partial.jsonl"
         config.stash[COLLECTED_KEY] = Collected(partial=partial)
@@ -361,6 +364,30 @@ def _with_port(config: pytest.Config, spec: TargetSpec) -> tuple[TargetSpec, int
     from pytest_expertbench.servers import resolve_port
 
     return resolve_port(spec, getattr(config, "workerinput", {}).get(PORT_KEY))
+
+
+def _interrupt_on_sigterm(config: pytest.Config) -> None:
+    """Make SIGTERM (a CI job's timeout or cancel, ``timeout``, ``kill``) act as Ctrl-C.
+
+    pytest would die at once, leaving the managed server running and nothing written;
+    as an interruption the session ends as a Ctrl-C does: the server is stopped and
+    what ran is reported (never saved as a baseline). A handler someone else set is
+    left alone; the default comes back when the session ends.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    config.add_cleanup(restore)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"terminated ({signal.Signals(signum).name})")
 
 
 def _start_server(run: ProcessRun) -> None:

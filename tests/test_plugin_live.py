@@ -248,6 +248,43 @@ def test_a_managed_server_is_started_for_the_session_and_stopped_after(
         probe.connect(("127.0.0.1", port))  # stopped at the end of the session
 
 
+def test_sigterm_stops_the_managed_server_and_reports_what_ran(project: Project) -> None:
+    url = "http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "tests.support.fake_openai", "--port", "{port}"]
+    server = {
+        "command": [*command, "--latency", "0.3", "--capacity", "1"],
+        "env": {"PYTHONPATH": str(REPO)},
+        "health_url": url + "/_stats",
+        "startup_timeout_s": 30,
+    }
+    use_server(project, url + "/v1", server=server, concurrency=1)
+    report_dir = project.root / "reports" / "out"
+    pytest_command = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--expert-bench=quick",
+        "--expert-bench-cache=off", OUT,
+    ]  # fmt: skip
+    process = subprocess.Popen(pytest_command, cwd=project.root, stdout=subprocess.PIPE)
+    partial = report_dir / "results.partial.jsonl"
+    deadline = time.monotonic() + 30
+    while _lines(partial) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, out.decode()
+    rows = [json.loads(line) for line in (report_dir / "results.jsonl").read_text().splitlines()]
+    ran = [r for r in rows if r["type"] == "example"]
+    assert 2 <= len(ran) < 6, "interrupted mid-way, and what ran is reported"
+    log = (report_dir / "live.log").read_text()
+    port = int(next(line for line in log.splitlines() if line.strip().isdigit()))
+    with socket.socket() as probe, pytest.raises(OSError):
+        probe.settimeout(1)
+        probe.connect(("127.0.0.1", port))  # the managed server was stopped
+
+
+def _lines(path: Any) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 def test_a_managed_server_that_fails_to_start_stops_the_run_with_its_log(project: Project) -> None:
     server = {"command": [sys.executable, "-c", "import sys; print('no GPU'); sys.exit(3)"]}
     use_server(project, "http://127.0.0.1:{port}/v1", server=server)
