@@ -9,8 +9,9 @@ core, and pytest's process only pickles requests and unpickles answers.
 Only targets that describe an HTTP endpoint (``helper_process = True``: ``openai``,
 ``ollama``, ``http``) are asked from a helper; a Python function or a replay stays
 in the process that built it. The helper reads commands on its stdin and streams
-answers on its stdout as they arrive, each message a length-prefixed pickle. It
-exits when its stdin closes, so it never outlives pytest.
+answers on its stdout as they arrive, each message a length-prefixed pickle, after a
+greeting that marks where its messages begin (a site hook may print before it runs).
+It exits when its stdin closes, so it never outlives pytest.
 
     python -m pytest_expertbench.engine_process   # started by EngineProcess, not by hand
 """
@@ -48,6 +49,8 @@ from pytest_expertbench.targets import Target
 __all__ = ["EngineProcess"]
 
 _HEADER = struct.Struct("!I")
+# The helper's first bytes: whatever a site hook printed before it took its stdout comes first.
+_GREETING = b"\npytest-expertbench request engine\n"
 _QUEUED, _RETURNED = "queued", "returned"
 _LOG_LINES = 5
 
@@ -69,6 +72,22 @@ def _read(stream: IO[bytes]) -> tuple[Any, ...] | None:
         return None
     message: tuple[Any, ...] = pickle.loads(body)
     return message
+
+
+def _await_greeting(stream: IO[bytes]) -> bool:
+    """Skip to the helper's greeting; False when it stopped before saying it.
+
+    A ``sitecustomize`` or ``.pth`` file may print a banner before the helper runs
+    (unbuffered when ``PYTHONUNBUFFERED`` is set, as it often is in CI): those bytes
+    are not a message.
+    """
+    seen = b""
+    while seen != _GREETING:
+        byte = stream.read(1)
+        if not byte:
+            return False
+        seen = (seen + byte)[-len(_GREETING) :]
+    return True
 
 
 class EngineProcess:
@@ -95,7 +114,9 @@ class EngineProcess:
         self._gone: str | None = None  # why the helper stopped, once it has
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
         self._process = subprocess.Popen(
-            [sys.executable, "-m", __name__],
+            # -P: a module in the working directory (a project's random.py) must not
+            # shadow the standard library, as it never does in pytest started as a script
+            [sys.executable, "-P", "-m", __name__],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -226,20 +247,37 @@ class EngineProcess:
                 stdin.close()
 
     def _receive_all(self) -> None:
+        """File answers until the helper's stdout ends; then every waiting caller hears why.
+
+        A message that cannot be read ends the helper too: what follows it cannot be
+        trusted, and a reader that died silently would leave every caller waiting.
+        """
         stdout = self._process.stdout
         assert stdout is not None
-        while (message := _read(stdout)) is not None:
-            with self._lock:
-                if message[0] == "done":
-                    _, key, outcome = message
-                    self._finished[key] = outcome
-                elif message[0] == "stats":
-                    _, self._stats, self._peak_in_flight = message
-                    self._stats_received += 1
-                self._lock.notify_all()
+        unreadable = None
+        try:
+            if _await_greeting(stdout):
+                while (message := _read(stdout)) is not None:
+                    self._file(message)
+        except Exception as exc:
+            unreadable = one_line(
+                "the request engine's helper process sent an unreadable message "
+                f"({type(exc).__name__}: {exc})"
+            )
+            self._process.kill()
         self._process.wait()
         with self._lock:
-            self._gone = self._gone or self._why_gone()
+            self._gone = self._gone or unreadable or self._why_gone()
+            self._lock.notify_all()
+
+    def _file(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            if message[0] == "done":
+                _, key, outcome = message
+                self._finished[key] = outcome
+            elif message[0] == "stats":
+                _, self._stats, self._peak_in_flight = message
+                self._stats_received += 1
             self._lock.notify_all()
 
     def _why_gone(self) -> str:
@@ -304,6 +342,8 @@ def main() -> None:
     inbox = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
     outbox = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt replies
+    outbox.write(_GREETING)  # after anything printed before this module ran
+    outbox.flush()
     serve(inbox, outbox)
 
 
