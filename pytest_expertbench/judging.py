@@ -44,11 +44,19 @@ class TargetPool:
         self._settings = settings
         self._open_cache = open_cache
         self._engines: dict[str, RequestEngine] = {}
+        self.reserved: set[str] = set()  # targets the scorers said they will ask
         self._lock = threading.Lock()
         self._closed = False
 
+    @property
+    def targets(self) -> TargetsFile:
+        return self._targets
+
     def names(self) -> set[str]:
         return set(self._targets.targets)
+
+    def reserve(self, target: str) -> None:
+        self.reserved.add(target)
 
     def engine(self, target: str) -> RequestEngine:
         """The engine of ``target``, built on first use (the plugin prefetches through it)."""

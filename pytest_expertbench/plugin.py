@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # the rest is imported when a benchmark run needs it: a plain
     # run with this plugin installed pays nothing for numpy, httpx or the datasets library
     from pytest_expertbench import report
     from pytest_expertbench.cache import ResponseCache
-    from pytest_expertbench.config import TargetSpec
+    from pytest_expertbench.config import TargetsFile, TargetSpec
     from pytest_expertbench.engine import RequestEngine
     from pytest_expertbench.judging import TargetPool
     from pytest_expertbench.run import Plan, PlannedBenchmark, Settings
@@ -51,7 +51,7 @@ BUILTIN_MARKERS = {
 }
 FAST_DIST_MODES = ("no", "loadfile", "loadscope")
 DIST_KEY = "expertbench_dist"  # the controller's --dist mode, in each worker's workerinput
-PORT_KEY = "expertbench_port"  # the managed server's port, likewise
+PORT_KEY = "expertbench_ports"  # the managed servers' ports by target, likewise
 
 # --------------------------------------------------------------------------- options
 
@@ -216,8 +216,8 @@ class ProcessRun:
     plan: Plan
     pool: TargetPool  # every target's engine: the model under test's and the judges'
     cache: ResponseCache | None = None  # opened when the first engine is built
-    port: int | None = None  # the managed server's port, when its target says {port}
-    server: ManagedServer | None = None  # started on the controller, stopped with the run
+    ports: dict[str, int] = field(default_factory=dict)  # picked for targets that say {port}
+    servers: list[ManagedServer] = field(default_factory=list)  # started on the controller
     dist: str = "no"  # the session's --dist mode (a worker's own option says "no")
     prefetched: set[int] = field(default_factory=set)  # id() of items and files queued
     ahead: int = 0  # requests queued for items that have not started yet
@@ -244,9 +244,8 @@ class ProcessRun:
         if self.cache is not None:
             self.cache.close()
             self.cache = None
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        while self.servers:
+            self.servers.pop().stop()
 
 
 @dataclass
@@ -313,7 +312,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUN_KEY] = run
     if _is_controller(config):
         _interrupt_on_sigterm(config)
-        _start_server(run)
+        _start_servers(run)
         partial = settings.report_dir / "results.partial.jsonl"
         config.stash[COLLECTED_KEY] = Collected(partial=partial)
         config.pluginmanager.register(ResultSink(config), "expertbench-results")
@@ -337,9 +336,8 @@ def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
     from pytest_expertbench.judging import TargetPool
     from pytest_expertbench.run import make_plan
 
-    targets = load_targets(settings.targets_path)
-    under_test, port = _with_port(config, targets.get(settings.target))
-    targets = replace(targets, targets={**targets.targets, under_test.name: under_test})
+    targets, ports = _with_ports(config, load_targets(settings.targets_path))
+    under_test = targets.get(settings.target)
     target = make_target(config, under_test)
 
     def build(spec: TargetSpec) -> Target:
@@ -355,15 +353,25 @@ def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
         pool.close()
         raise
     dist = getattr(config, "workerinput", {}).get(DIST_KEY, "no")
-    run = ProcessRun(plan=plan, pool=pool, port=port, dist=dist)
+    run = ProcessRun(plan=plan, pool=pool, ports=ports, dist=dist)
     return run
 
 
-def _with_port(config: pytest.Config, spec: TargetSpec) -> tuple[TargetSpec, int | None]:
-    """Give a managed server its ``{port}``: picked on the controller, handed to workers."""
+def _with_ports(config: pytest.Config, targets: TargetsFile) -> tuple[TargetsFile, dict[str, int]]:
+    """Give every managed server its ``{port}``: picked on the controller, handed to workers.
+
+    Every target with a server gets one, used or not: which judges a run asks is known
+    only once its benchmarks are read, and picking a port costs nothing.
+    """
     from pytest_expertbench.servers import resolve_port
 
-    return resolve_port(spec, getattr(config, "workerinput", {}).get(PORT_KEY))
+    given: dict[str, int] = getattr(config, "workerinput", {}).get(PORT_KEY, {})
+    specs, ports = {}, {}
+    for name, spec in targets.targets.items():
+        specs[name], port = resolve_port(spec, given.get(name))
+        if port is not None:
+            ports[name] = port
+    return replace(targets, targets=specs), ports
 
 
 def _interrupt_on_sigterm(config: pytest.Config) -> None:
@@ -390,19 +398,22 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"terminated ({signal.Signals(signum).name})")
 
 
-def _start_server(run: ProcessRun) -> None:
-    """Start the model under test's server (controller only), before any worker starts."""
+def _start_servers(run: ProcessRun) -> None:
+    """Start the servers of the model under test and of the judges its scorers will ask
+    (controller only), before any worker starts."""
     from pytest_expertbench.servers import ManagedServer, ServerError
 
-    spec = run.plan.target
-    if spec.server is None:
-        return
-    server = ManagedServer(spec, run.plan.settings.report_dir, port=run.port)
-    try:
-        server.start()
-    except ServerError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    run.server = server
+    names = [run.plan.target.name, *sorted(run.pool.reserved - {run.plan.target.name})]
+    for name in names:
+        spec = run.pool.targets.targets[name]
+        if spec.server is None:
+            continue
+        server = ManagedServer(spec, run.plan.settings.report_dir, port=run.ports.get(name))
+        run.servers.append(server)  # stopped with the run, even after a failed start
+        try:
+            server.start()
+        except ServerError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 def _register_third_party_scorers(config: pytest.Config) -> None:
@@ -456,8 +467,8 @@ def pytest_configure_node(node: Any) -> None:
     managed server's port."""
     node.workerinput[DIST_KEY] = node.config.getoption("dist", "no")
     run = node.config.stash.get(RUN_KEY, None)
-    if run is not None and run.port is not None:
-        node.workerinput[PORT_KEY] = run.port
+    if run is not None and run.ports:
+        node.workerinput[PORT_KEY] = run.ports
 
 
 @pytest.hookimpl(optionalhook=True)

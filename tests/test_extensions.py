@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import sys
 import textwrap
 
-from tests.helpers import MINI_YAML, QUESTIONS, Project, replay_rows
+import pytest
+
+from tests.helpers import MINI_YAML, QUESTIONS, REPO, Project, replay_rows
 from tests.support.fake_openai import FakeOpenAI
 
 OUT = "--expert-bench-report-dir=reports/out"
@@ -107,6 +111,74 @@ def test_a_judge_grades_through_the_run_and_its_verdicts_are_cached(project: Pro
         assert grader.total == 6
         project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6)
         assert grader.total == 6  # every verdict came from the cache
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_a_judge_with_a_managed_server_gets_it_started_and_stopped(
+    project: Project, workers: tuple[str, ...]
+) -> None:
+    url = "http://127.0.0.1:{port}"
+    server = {
+        "command": [sys.executable, "-m", "tests.support.fake_openai", "--port", "{port}"],
+        "env": {"PYTHONPATH": str(REPO)},
+        "health_url": url + "/_stats",
+        "startup_timeout_s": 30,
+    }
+    grader = {"kind": "openai", "base_url": url + "/v1", "model": "judge", "server": server}
+    unused = {**grader, "server": {**server, "command": [sys.executable, "-c", "exit(3)"]}}
+    project.targets(
+        {
+            "demo": {"kind": "replay", "path": "recorded/demo.jsonl"},
+            "grader": grader,
+            "unused": unused,  # a server no benchmark needs is not started
+        }
+    )
+    scored = JUDGED.replace('"Grade the answer to {question}: {response}"', '"{response}\\n7"')
+    scored = scored.replace("parse: verdict", "parse: score").replace("agg: rate", "agg: mean")
+    project.write("mini.yaml", scored)
+    result = project.run("--expert-bench=quick", OUT, *workers, subprocess=True)
+    result.assert_outcomes(passed=6)
+    assert project.metric(project.results(), "mini.judged")["value"] == pytest.approx(0.7)
+    log = project.report_dir() / "grader.log"
+    port = int(next(line for line in log.read_text().splitlines() if line.strip().isdigit()))
+    with socket.socket() as probe, pytest.raises(OSError):
+        probe.settimeout(1)
+        probe.connect(("127.0.0.1", port))  # stopped at the end of the session
+    assert not (project.report_dir() / "unused.log").exists()
+
+
+def test_a_judge_server_that_fails_to_start_stops_the_run_and_the_model_server(
+    project: Project,
+) -> None:
+    url = "http://127.0.0.1:{port}"
+    model_server = {
+        "command": [sys.executable, "-m", "tests.support.fake_openai", "--port", "{port}"],
+        "env": {"PYTHONPATH": str(REPO)},
+        "health_url": url + "/_stats",
+        "startup_timeout_s": 30,
+    }
+    broken = {"command": [sys.executable, "-c", "print('judge needs a GPU'); exit(3)"]}
+    project.targets(
+        {
+            "live": {
+                "kind": "openai",
+                "base_url": url + "/v1",
+                "model": "m",
+                "server": model_server,
+            },
+            "grader": {"kind": "openai", "base_url": url + "/v1", "model": "j", "server": broken},
+        },
+        default="live",
+    )
+    project.write("mini.yaml", JUDGED)
+    result = project.run("--expert-bench=quick", OUT, subprocess=True)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "judge needs a GPU" in result.stderr.str()
+    log = project.report_dir() / "live.log"
+    port = int(next(line for line in log.read_text().splitlines() if line.strip().isdigit()))
+    with socket.socket() as probe, pytest.raises(OSError):
+        probe.settimeout(1)
+        probe.connect(("127.0.0.1", port))  # the model's server was stopped too
 
 
 def test_an_unreachable_judge_fails_the_item_in_one_line(project: Project) -> None:

@@ -29,6 +29,10 @@ class Asker(Protocol):
 
     def names(self) -> set[str]: ...
 
+    def reserve(self, target: str) -> None:
+        """Say, while a scorer is built, that it will ask ``target``: the run then starts
+        the target's managed server with the model under test's."""
+
     def ask(self, target: str, request: Request) -> Completion: ...
 
 

@@ -161,6 +161,8 @@ def _target(reader: OptionReader, asker: Asker | None) -> str:
     if asker is not None and target not in asker.names():
         known = ", ".join(sorted(asker.names())) or "none"
         raise OptionError("target", f"unknown target {target!r} (known: {known})")
+    if asker is not None:
+        asker.reserve(target)
     return target
 
 
