@@ -35,6 +35,9 @@ from tests.support.fake_openai import FakeOpenAI
 FAST = EngineSettings(concurrency=4, timeout_s=5.0, max_retries=3, backoff_base_s=0.01)
 KILLED = f"exit code {-signal.SIGKILL}"
 T = TypeVar("T")
+reads_proc = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="reads the process table in /proc"
+)
 
 
 @pytest.fixture
@@ -312,6 +315,7 @@ def test_cache_off_never_writes(server: FakeOpenAI, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- the helper's end
 
 
+@reads_proc
 def test_a_dead_helper_fails_every_waiting_and_later_result(server: FakeOpenAI) -> None:
     server.script(match="question 0", faults=["timeout"])
     requests = requests_for(3)
@@ -359,6 +363,7 @@ def test_a_helper_that_cannot_start_says_why(server: FakeOpenAI, tmp_path: Path)
     assert "no GPU on this node" in str(raised.value)
 
 
+@reads_proc
 def test_close_is_idempotent_reaps_the_helper_and_fails_a_waiting_result(
     server: FakeOpenAI,
 ) -> None:
@@ -382,6 +387,7 @@ def test_close_is_idempotent_reaps_the_helper_and_fails_a_waiting_result(
     assert engine.stats()["b"].asked == 1  # the last counts, kept
 
 
+@reads_proc
 def test_the_helper_exits_when_pytest_disappears(server: FakeOpenAI) -> None:
     """pytest killed outright: the helper's stdin closes and it leaves by itself."""
     server.script(match="question 0", faults=["timeout"])
@@ -429,6 +435,7 @@ def example_rows(project: Project, name: str) -> list[dict[str, Any]]:
     return rows
 
 
+@reads_proc
 def test_a_plugin_run_leaves_no_helper_behind_and_scores_as_in_process(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -481,6 +488,7 @@ def test_output_on_the_helpers_stdout_before_it_starts_is_not_an_answer(
     assert [c.text for c in completions] == [f"ANSWER: question {i}" for i in range(3)]
 
 
+@reads_proc
 def test_an_unreadable_message_fails_the_waiting_results_instead_of_hanging(
     server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
