@@ -593,9 +593,8 @@ def _answer(item: BenchmarkItem, run: ProcessRun, request: Request) -> Completio
     """
     every = run.plan.settings.progress_s
     reporter = item.config.pluginmanager.get_plugin("terminalreporter")
-    if not every or reporter is None or not _is_controller(item.config):
-        return run.engine.result(request)
-    if item.config.get_verbosity() < 0:
+    quiet = item.config.get_verbosity() < 0 or not _is_controller(item.config)
+    if not every or reporter is None or quiet:
         return run.engine.result(request)
     waited = 0.0
     while True:
