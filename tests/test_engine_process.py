@@ -106,12 +106,13 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 
 def is_gone(pid: int) -> bool:
-    """Whether ``pid`` has exited (a zombie whose parent is not ours counts as exited)."""
+    """Whether ``pid`` has exited and been reaped (an orphan's zombie is init's to reap)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    state, parent = stat.rsplit(")", 1)[1].split()[:2]
+    return state == "Z" and int(parent) != os.getpid()
 
 
 def children() -> set[int]:
