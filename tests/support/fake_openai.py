@@ -22,6 +22,10 @@ Faults, each consumed by one request: ``"500"`` (any status), ``"429:1"`` (a sta
 with Retry-After seconds), ``"drop"`` (close the connection without an answer),
 ``"timeout"`` (never answer, until the server stops), ``"malformed"`` (200 with a
 body that is not JSON), ``"empty"`` (200 with no choices).
+
+Connections are counted too (``connections`` accepted, ``max_open`` at once), for tests
+of a client's connection pool; ``close_connections()`` closes the open ones as a server's
+keep-alive timeout would. With ``ssl_context`` the server speaks HTTPS.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
+import ssl
 import sys
 import threading
 from collections import Counter, deque
@@ -60,6 +66,7 @@ class FakeOpenAI:
         models: set[str] | None = None,
         api_key: str | None = None,
         keep: int = 1000,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.latency_s = latency_s
         self.answers: dict[str, Answer] = dict(answers or {})
@@ -69,12 +76,16 @@ class FakeOpenAI:
         self.received: deque[Received] = deque(maxlen=keep)
         self.max_concurrent = 0
         self.total = 0
+        self.connections = 0
+        self.max_open = 0
+        self._open: set[socket.socket] = set()
+        self._ssl = ssl_context
         self._active = 0
         self._lock = threading.Lock()
         self._faults: list[tuple[str, deque[str]]] = []
         self._capacity = threading.BoundedSemaphore(capacity)
         self._stopping = threading.Event()
-        self._server = _Server(("127.0.0.1", port), _handler_for(self))
+        self._server = _Server(("127.0.0.1", port), self)
         self._thread: threading.Thread | None = None
 
     @property
@@ -84,12 +95,13 @@ class FakeOpenAI:
     @property
     def base_url(self) -> str:
         """The OpenAI-style base URL (``…/v1``)."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.root_url}/v1"
 
     @property
     def root_url(self) -> str:
         """The server's root, for Ollama-style targets (``/api/chat``)."""
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._ssl else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def script(self, match: str, faults: list[str]) -> None:
         """The next requests whose prompt contains ``match`` get these faults, in order."""
@@ -103,6 +115,16 @@ class FakeOpenAI:
             self._faults.clear()
             self.max_concurrent = 0
             self.total = 0
+            self.connections = 0
+            self.max_open = len(self._open)
+
+    def close_connections(self) -> None:
+        """Close every open connection, idle or not, as a keep-alive timeout would."""
+        with self._lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # under TLS too
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -110,6 +132,8 @@ class FakeOpenAI:
                 "counts": dict(self.counts),
                 "total": self.total,
                 "max_concurrent": self.max_concurrent,
+                "connections": self.connections,
+                "max_open": self.max_open,
             }
 
     def start(self) -> FakeOpenAI:
@@ -132,6 +156,25 @@ class FakeOpenAI:
         self.stop()
 
     # ------------------------------------------------------------------ handler's side
+
+    def connected(self, sock: socket.socket) -> socket.socket | None:
+        """Count a new connection (after its TLS handshake); None when the handshake failed."""
+        if self._ssl is not None:
+            try:
+                sock = self._ssl.wrap_socket(sock, server_side=True)
+            except OSError:  # ssl.SSLError too: the client refused our certificate
+                return None
+        with self._lock:
+            self.connections += 1
+            self._open.add(sock)
+            self.max_open = max(self.max_open, len(self._open))
+        return sock
+
+    def disconnected(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(sock)
+        if isinstance(sock, ssl.SSLSocket):  # the server closes only the socket it accepted
+            sock.close()
 
     def begin(self, prompt: str, path: str, headers: Mapping[str, str], body: Any) -> str | None:
         """Count the request and pick its fault, if one is scripted."""
@@ -176,6 +219,20 @@ class FakeOpenAI:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # a burst of new connections must not wait on the backlog
+
+    def __init__(self, address: tuple[str, int], fake: FakeOpenAI) -> None:
+        self.fake = fake
+        super().__init__(address, _handler_for(fake))
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Serve one connection in its own thread (the TLS handshake too)."""
+        sock = self.fake.connected(request)
+        if sock is None:
+            return
+        try:
+            super().finish_request(sock, client_address)
+        finally:
+            self.fake.disconnected(sock)
 
 
 def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
