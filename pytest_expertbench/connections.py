@@ -18,6 +18,7 @@ import email.utils
 import json
 import math
 import re
+import select
 import ssl
 import time
 import urllib.parse
@@ -36,6 +37,11 @@ __all__ = ["JsonClient", "one_line", "parse_retry_after"]
 
 _BODY_CHARS = 200
 _PROXY_SCHEMES = ("http", "https")
+_STATUS_LINE_START = b"HTTP/"
+_HEADER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # h11's rules (RFC 9110)
+_HEADER_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+# TLS failures a new connection could get past: the peer hung up mid-handshake.
+_TRANSIENT_TLS_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
 def _user_agent() -> bytes:
@@ -70,7 +76,8 @@ class JsonClient:
 
         Raises a one-line :class:`TargetError` that says whether asking again could
         help: a timeout, a refused or dropped connection, 408, 429 and 5xx could;
-        another status or a body that is not JSON could not.
+        another status (501 and 505 too), a refused TLS handshake, a server that does
+        not speak HTTP/1.1, a bad URL, proxy or header, or a body that is not JSON could not.
         """
         sent = [*self._headers, *((k.encode(), v.encode()) for k, v in (headers or {}).items())]
         body = b""
@@ -84,8 +91,12 @@ class JsonClient:
             raise TargetError(
                 f"timed out waiting for {url} ({type(exc).__name__})", retryable=True
             ) from None
-        except httpcore.UnsupportedProtocol as exc:
+        except (httpcore.UnsupportedProtocol, _TlsRefused, _NotHttp11) as exc:
             raise TargetError(f"cannot ask {url}: {one_line(str(exc))}") from None
+        except httpcore.LocalProtocolError:  # its message would quote the header, secrets too
+            raise TargetError(
+                f"cannot ask {url}: not a valid HTTP/1.1 request{_bad_headers(sent)}"
+            ) from None
         except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError) as exc:
             reason = one_line(str(exc)) or type(exc).__name__
             raise TargetError(f"cannot reach {url}: {reason}", retryable=True) from None
@@ -128,6 +139,14 @@ class JsonClient:
         return httpcore.AsyncHTTPProxy(proxy_url=proxy, proxy_auth=auth, **limits)
 
 
+class _TlsRefused(httpcore.ConnectError):
+    """A TLS handshake that failed for a reason asking again will not change."""
+
+
+class _NotHttp11(httpcore.RemoteProtocolError):
+    """A server that answered in another protocol (HTTP/2 only, TLS on an http:// URL)."""
+
+
 class _AsyncioStream(httpcore.AsyncNetworkStream):
     """One connection on asyncio's own streams.
 
@@ -141,15 +160,39 @@ class _AsyncioStream(httpcore.AsyncNetworkStream):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        self._answered = False
+        self._poll = select.poll()  # made once: httpcore asks before every request
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            self._poll.register(sock.fileno(), select.POLLIN)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         try:
             async with asyncio.timeout(timeout):
-                return await self._reader.read(max_bytes)
+                data = await self._reader.read(max_bytes)
         except TimeoutError:
             raise httpcore.ReadTimeout("no answer in time") from None
         except OSError as exc:
             raise httpcore.ReadError(exc) from exc
+        if not self._answered:
+            self._check_first_answer(data)
+        return data
+
+    def _check_first_answer(self, data: bytes) -> None:
+        """Tell a server that speaks another protocol from one that hung up.
+
+        h11 reports both as a protocol error, which is worth retrying only in the
+        second case; the first bytes of an HTTP/1.x answer are ``HTTP/``.
+        """
+        head = data.lstrip(b"\r\n")[: len(_STATUS_LINE_START)]
+        if not head:
+            return
+        self._answered = True
+        if not _STATUS_LINE_START.startswith(head):
+            raise _NotHttp11(
+                f"the server does not answer in HTTP/1.1 (it sent {head!r}…:"
+                " a TLS or HTTP/2-only server?)"
+            )
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
@@ -177,15 +220,30 @@ class _AsyncioStream(httpcore.AsyncNetworkStream):
                 await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
         except TimeoutError:
             raise httpcore.ConnectTimeout("no TLS handshake in time") from None
-        except OSError as exc:  # ssl.SSLError is an OSError
+        except _TRANSIENT_TLS_ERRORS as exc:
+            raise httpcore.ConnectError(exc) from exc
+        except ssl.SSLError as exc:  # a certificate, protocol or cipher that will not change
+            raise _TlsRefused(f"TLS handshake failed: {exc}") from exc
+        except OSError as exc:
             raise httpcore.ConnectError(exc) from exc
         return self
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # an idle keep-alive connection the server has closed
-            return self._reader.at_eof() or self._writer.is_closing()
+            return self._idle_is_readable()
         names = {"client_addr": "sockname", "server_addr": "peername"}
         return self._writer.get_extra_info(names.get(info, info))
+
+    def _idle_is_readable(self) -> bool:
+        """True when the server has closed (or written to) this idle connection.
+
+        The stream learns of the server's FIN only once the event loop has run since
+        it arrived, and httpcore asks just before it reuses a connection: the socket
+        itself is asked too, as httpcore's own backends do.
+        """
+        if self._reader.at_eof() or self._writer.is_closing():
+            return True
+        return bool(self._poll.poll(0))
 
 
 class _AsyncioBackend(httpcore.AsyncNetworkBackend):
@@ -224,9 +282,11 @@ def _proxy_for(url: str) -> str | None:
         return None
     if "://" not in proxy:
         proxy = f"http://{proxy}"
-    if urllib.parse.urlsplit(proxy).scheme not in _PROXY_SCHEMES:
+    proxy_parts = urllib.parse.urlsplit(proxy)
+    if proxy_parts.scheme not in _PROXY_SCHEMES:
+        shown = f"{proxy_parts.scheme}://{proxy_parts.netloc.rpartition('@')[2]}"  # no password
         raise httpcore.UnsupportedProtocol(
-            f"the proxy {proxy.split('@')[-1]} from the environment: only http(s) proxies work"
+            f"the proxy {shown} from the environment: only http:// and https:// proxies work"
         )
     return proxy
 
@@ -237,7 +297,7 @@ def _decoded(url: str, response: httpcore.Response) -> Any:
         status = response.status
         raise TargetError(
             f"HTTP {status} from {url}: {_error_text(response, content)}",
-            retryable=status in (408, 429) or status >= 500,
+            retryable=status in (408, 429) or (status >= 500 and status not in (501, 505)),
             retry_after=parse_retry_after(_header(response, b"retry-after")),
             status=status,
         )
@@ -260,12 +320,28 @@ def _header(response: httpcore.Response, name: bytes) -> str | None:
 def _unzipped(response: httpcore.Response) -> bytes:
     """The body, decompressed when the server gzipped it although nobody asked."""
     encoding = (_header(response, b"content-encoding") or "").strip().lower()
-    if encoding in ("gzip", "deflate"):
-        try:
-            return zlib.decompress(response.content, zlib.MAX_WBITS | 32)  # gzip or zlib
-        except zlib.error:
-            return response.content
-    return response.content
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return response.content
+    try:
+        return zlib.decompress(response.content, zlib.MAX_WBITS | 32)  # gzip or zlib
+    except zlib.error:
+        pass
+    try:  # "deflate" without its zlib header, as some servers send it
+        return zlib.decompress(response.content, -zlib.MAX_WBITS)
+    except zlib.error:
+        return response.content
+
+
+def _bad_headers(sent: Iterable[tuple[bytes, bytes]]) -> str:
+    """The headers h11 refuses, named but never quoted: their values hold API keys."""
+    names = [
+        name.decode("latin-1")
+        for name, value in sent
+        if not (_HEADER_NAME.fullmatch(name) and _HEADER_VALUE.fullmatch(value))
+    ]
+    if not names:
+        return ""
+    return f": the {', '.join(names)} header has a newline, a NUL or a space at either end"
 
 
 def _error_text(response: httpcore.Response, content: bytes) -> str:
