@@ -161,10 +161,10 @@ class _AsyncioStream(httpcore.AsyncNetworkStream):
         self._reader = reader
         self._writer = writer
         self._answered = False
-        self._poll = select.poll()  # made once: httpcore asks before every request
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            self._poll.register(sock.fileno(), select.POLLIN)
+        self._socket = writer.get_extra_info("socket")
+        self._poll = select.poll() if hasattr(select, "poll") else None  # not on Windows
+        if self._poll is not None and self._socket is not None:  # made once: httpcore
+            self._poll.register(self._socket.fileno(), select.POLLIN)  # asks every request
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         try:
@@ -243,7 +243,11 @@ class _AsyncioStream(httpcore.AsyncNetworkStream):
         """
         if self._reader.at_eof() or self._writer.is_closing():
             return True
-        return bool(self._poll.poll(0))
+        if self._poll is not None:
+            return bool(self._poll.poll(0))
+        if self._socket is not None:
+            return bool(select.select([self._socket], [], [], 0)[0])
+        return False
 
 
 class _AsyncioBackend(httpcore.AsyncNetworkBackend):
