@@ -21,9 +21,9 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -133,21 +133,6 @@ class _ClientPool:
             await client.aclose()
 
 
-class RequestEngine(Protocol):
-    """What the plugin and the judges ask of an engine, in this process or a helper."""
-
-    def prefetch(self, requests: Iterable[Request]) -> None: ...
-
-    def result(self, request: Request, timeout: float | None = None) -> Completion: ...
-
-    def stats(self) -> Mapping[str, BenchmarkStats]: ...
-
-    @property
-    def peak_in_flight(self) -> int: ...
-
-    def close(self) -> None: ...
-
-
 def is_cacheable(request: Request) -> bool:
     """Only a deterministic request may be answered from the cache."""
     return request.generation.get("temperature", 0) == 0 or "seed" in request.generation
@@ -160,10 +145,6 @@ class Engine:
     sending to the full answer, measured here (a target that is not ``live``, such
     as a replay, keeps the latency it reports). ``Completion.attempts`` counts the
     attempts made. Only one thread should call :meth:`result` for a given request.
-
-    With ``on_finished``, every outcome goes to that callback (called on the loop's
-    thread) as soon as it arrives, instead of waiting for :meth:`result`: the helper
-    process of :mod:`pytest_expertbench.engine_process` streams answers that way.
     """
 
     def __init__(
@@ -171,15 +152,12 @@ class Engine:
         target: Target,
         settings: EngineSettings,
         cache: ResponseCache | None = None,
-        *,
-        on_finished: Callable[[Request, Outcome], None] | None = None,
     ) -> None:
         if settings.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.target = target
         self.settings = settings
         self.cache = cache
-        self._on_finished = on_finished
         self._live = bool(getattr(target, "live", True))
         self._identity: Mapping[str, Any] = target.identity()
         self._reads_fields = bool(getattr(target, "reads_fields", False))
@@ -217,17 +195,6 @@ class Engine:
                     self._count(request).asked += 1
             self._wake()
 
-    def hurry(self, request: Request, *, again: bool = False) -> None:
-        """Ask ``request`` next: before everything queued, in the next free slot.
-
-        A request not yet seen is queued first; one queued is moved to the head; one
-        running or answered is left alone, unless its answer was already handed out
-        and ``again`` says to ask it again.
-        """
-        with self._lock:
-            self._check_open()
-            self._hurry(request, again=again)
-
     def result(self, request: Request, timeout: float | None = None) -> Completion:
         """The answer to ``request``, waiting for it; raises TargetError after the last retry.
 
@@ -241,11 +208,11 @@ class Engine:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._check_open()
-            self._hurry(request, again=True)
+            self._hurry(request)
             while key not in self._finished:
                 if self._closed:
                     raise TargetError("the request engine was closed before the answer came")
-                self._lock.wait(seconds_left(deadline))
+                self._lock.wait(_seconds_left(deadline))
             outcome = self._finished.pop(key)
             self._state[key] = _RETURNED
         if isinstance(outcome, TargetError):
@@ -286,9 +253,11 @@ class Engine:
         if self._closed:
             raise RuntimeError("the request engine is closed")
 
-    def _hurry(self, request: Request, *, again: bool) -> None:
+    def _hurry(self, request: Request) -> None:
+        """Put ``request`` at the head of the queue; one running or answered is left alone,
+        and one whose answer was handed out is asked again."""
         state = self._state.get(request.key)
-        if state in (_RUNNING, _FINISHED) or (state == _RETURNED and not again):
+        if state in (_RUNNING, _FINISHED):
             return
         if state != _QUEUED:
             self._count(request).asked += 1
@@ -371,19 +340,14 @@ class Engine:
             with self._lock:
                 self._in_flight -= 1
         with self._lock:
-            if self._on_finished is None:
-                self._finished[request.key] = outcome
-                self._state[request.key] = _FINISHED
-            else:
-                self._state[request.key] = _RETURNED
+            self._finished[request.key] = outcome
+            self._state[request.key] = _FINISHED
             counters = self._count(request)
             counters.done += 1
             counters.errors += isinstance(outcome, TargetError)
             counters.cached += isinstance(outcome, Completion) and outcome.cached
             counters.last_finish = time.monotonic()
             self._lock.notify_all()
-        if self._on_finished is not None:
-            self._on_finished(request, outcome)
         self._pump()
 
     async def _answer(self, request: Request) -> Completion:
@@ -456,7 +420,7 @@ class Engine:
         await self._clients.aclose()
 
 
-def seconds_left(deadline: float | None) -> float | None:
+def _seconds_left(deadline: float | None) -> float | None:
     """Seconds left until ``deadline`` (None: no deadline); TimeoutError once it has passed."""
     if deadline is None:
         return None

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from pytest_expertbench.cache import ResponseCache
 from pytest_expertbench.config import ConfigError, TargetsFile, TargetSpec
-from pytest_expertbench.engine import Engine, EngineSettings, RequestEngine
+from pytest_expertbench.engine import Engine, EngineSettings
 from pytest_expertbench.records import Completion, Request, TargetError
 from pytest_expertbench.targets import Target
 
@@ -43,7 +43,7 @@ class TargetPool:
         self._make_target = make_target
         self._settings = settings
         self._open_cache = open_cache
-        self._engines: dict[str, RequestEngine] = {}
+        self._engines: dict[str, Engine] = {}
         self.reserved: set[str] = set()  # targets the scorers said they will ask
         self._lock = threading.Lock()
         self._closed = False
@@ -58,11 +58,11 @@ class TargetPool:
     def reserve(self, target: str) -> None:
         self.reserved.add(target)
 
-    def engine(self, target: str) -> RequestEngine:
+    def engine(self, target: str) -> Engine:
         """The engine of ``target``, built on first use (the plugin prefetches through it)."""
         return self._engine(target)
 
-    def built(self, target: str) -> RequestEngine | None:
+    def built(self, target: str) -> Engine | None:
         """The engine of ``target`` if one was built (for its request statistics)."""
         with self._lock:
             return self._engines.get(target)
@@ -90,7 +90,7 @@ class TargetPool:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _engine(self, name: str) -> RequestEngine:
+    def _engine(self, name: str) -> Engine:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the target pool is closed")
@@ -99,7 +99,7 @@ class TargetPool:
                 engine = self._engines[name] = self._build(name)
             return engine
 
-    def _build(self, name: str) -> RequestEngine:
+    def _build(self, name: str) -> Engine:
         spec = self._targets.targets.get(name)
         if spec is None:
             known = ", ".join(sorted(self._targets.targets)) or "none"
@@ -108,12 +108,7 @@ class TargetPool:
             target = self._make_target(spec)
         except ConfigError as exc:
             raise TargetError(f"cannot use the target {name!r}: {exc}") from None
-        settings, cache = self._settings_for(spec), self._open_cache()
-        if getattr(target, "helper_process", False):
-            from pytest_expertbench.engine_process import EngineProcess
-
-            return EngineProcess(target, settings, cache)
-        return Engine(target, settings, cache)
+        return Engine(target, self._settings_for(spec), self._open_cache())
 
     def _settings_for(self, spec: TargetSpec) -> EngineSettings:
         return replace(

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the rest is imported when a benchmark run needs it: a plain
     from pytest_expertbench import report
     from pytest_expertbench.cache import ResponseCache
     from pytest_expertbench.config import TargetsFile, TargetSpec
-    from pytest_expertbench.engine import RequestEngine
+    from pytest_expertbench.engine import Engine
     from pytest_expertbench.judging import TargetPool
     from pytest_expertbench.run import Plan, PlannedBenchmark, Settings
     from pytest_expertbench.servers import ManagedServer
@@ -223,7 +223,7 @@ class ProcessRun:
     ahead: int = 0  # requests queued for items that have not started yet
 
     @property
-    def engine(self) -> RequestEngine:
+    def engine(self) -> Engine:
         return self.pool.engine(self.plan.target.name)
 
     def request_stats(self) -> dict[str, dict[str, float]]:
@@ -317,15 +317,6 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[COLLECTED_KEY] = Collected(partial=partial)
         config.pluginmanager.register(ResultSink(config), "expertbench-results")
     _collect_benchmark_dir(config, settings.bench_dir)
-    if _runs_items(config):
-        run.engine  # noqa: B018 (an engine in a helper process starts now, during collection)
-
-
-def _runs_items(config: pytest.Config) -> bool:
-    """Whether this process runs items: an xdist worker, or a run without workers."""
-    if config.getoption("collectonly", False):
-        return False
-    return not _is_controller(config) or config.getoption("dist", "no") == "no"
 
 
 def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:

@@ -58,6 +58,17 @@ def test_every_request_is_answered_exactly_once(server: FakeOpenAI) -> None:
     assert stats.elapsed_s > 0
 
 
+def test_a_result_not_ready_in_time_raises_timeout_and_the_request_goes_on() -> None:
+    with FakeOpenAI(latency_s=0.3) as slow, Engine(target_of(slow), FAST) as engine:
+        request = requests_for(1)[0]
+        with pytest.raises(TimeoutError):
+            engine.result(request, timeout=0.05)
+        completion = engine.result(request, timeout=5.0)
+        asked = dict(slow.counts)
+    assert completion.text == "ANSWER: question 0"
+    assert asked == {"question 0": 1}  # the wait did not ask again
+
+
 def test_concurrency_bound_is_respected(server: FakeOpenAI) -> None:
     settings = EngineSettings(concurrency=3, timeout_s=5.0)
     with Engine(target_of(server), settings) as engine:

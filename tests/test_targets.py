@@ -15,8 +15,8 @@ import pytest
 
 from pytest_expertbench.cache import ResponseCache
 from pytest_expertbench.config import ConfigError, TargetSpec
-from pytest_expertbench.records import Completion, ExampleResult, Request, TargetError, ToolCall
 from pytest_expertbench.connections import JsonClient, parse_retry_after
+from pytest_expertbench.records import Completion, ExampleResult, Request, TargetError, ToolCall
 from pytest_expertbench.targets import Target, build_target
 from pytest_expertbench.targets.replay import write_replay
 from tests.support.fake_openai import FakeOpenAI

@@ -37,10 +37,7 @@ class Target(Protocol):
     timing the call, and never caches its answers. A target without the attribute
     is treated as live. An optional ``reads_fields`` attribute, True when the answer
     may depend on ``Request.fields`` beyond the prompt (an ``http`` body template, a
-    Python function), puts the fields into the cache key. A target whose class says
-    ``helper_process = True`` is picklable and needs nothing of this process: its
-    engine then runs in a helper process (:mod:`pytest_expertbench.engine_process`),
-    away from pytest's GIL.
+    Python function), puts the fields into the cache key.
     """
 
     @property

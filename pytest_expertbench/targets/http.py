@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError
@@ -28,7 +28,6 @@ class HttpTarget:
     api_key_header: str = "Authorization"
     api_key: str | None = field(default=None, repr=False)
     live: bool = True
-    helper_process: ClassVar[bool] = True  # a plain description of an endpoint: picklable
     reads_fields: bool = True
 
     def identity(self) -> Mapping[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
@@ -26,7 +26,6 @@ class OllamaTarget:
     options: Mapping[str, Any] = field(default_factory=dict)
     keep_alive: str | None = None
     live: bool = True
-    helper_process: ClassVar[bool] = True  # a plain description of an endpoint: picklable
 
     @property
     def url(self) -> str:

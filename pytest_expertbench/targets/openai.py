@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError
@@ -23,7 +23,6 @@ class OpenAITarget:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     api_key: str | None = field(default=None, repr=False)
     live: bool = True
-    helper_process: ClassVar[bool] = True  # a plain description of an endpoint: picklable
 
     @property
     def url(self) -> str:
