@@ -16,7 +16,7 @@ seq/wall (the speed-up over a sequential loop) and wall/bare.
     python bench/throughput.py --n 1319 --latency 0.2 --skip-sequential
     python bench/throughput.py --latency 0 --skip-sequential --repeat 5   # a noisy machine
     python bench/throughput.py --memory 20000     # peak RSS of a 20 000-item run, latency 0
-                                                  # (pytest and its engine helper, summed)
+                                                  # (pytest and its children, summed)
 
 Run from anywhere; it starts its server with this checkout's Python.
 """
@@ -163,10 +163,10 @@ def sequential(base_url: str, n: int) -> float:
 
 
 def peak_rss_mb(command: list[str], cwd: Path) -> float:
-    """Peak of the summed RSS of ``command`` and its descendants (the engine's helper).
+    """Peak of the summed RSS of ``command`` and its descendants (a sympy helper, a server).
 
     Sampled from /proc every 20 ms: a process's own peak (ru_maxrss) would miss that
-    pytest and its helper are two processes whose memory adds up.
+    processes a run starts (a sympy helper for math scorers) add their memory to pytest's.
     """
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL)
     peak = 0
@@ -254,7 +254,7 @@ def memory(args: argparse.Namespace) -> None:
         asked = server.total()
         bare_mb = peak_rss_mb(bare_command(), bare_dir)
     print(f"N={n} latency=0 concurrency={args.concurrency}; the server saw {asked} requests")
-    print(f"  peak RSS, pytest --expert-bench  {plugin_mb:8.1f} MB  ({wall:.1f} s, and helper)")
+    print(f"  peak RSS, pytest --expert-bench  {plugin_mb:8.1f} MB  ({wall:.1f} s, with children)")
     print(f"  peak RSS, bare pytest            {bare_mb:8.1f} MB")
     print(f"  per example beyond bare pytest   {(plugin_mb - bare_mb) * 1024 / n:8.2f} KB")
 
