@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import sys
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -49,6 +51,28 @@ scorers: [{{numeric_match: {{target: "{{answer}}"}}}}]
 metrics:
   accuracy: {{of: numeric_match, direction: higher}}
 {extra}"""
+
+
+LOCAL = "http://127.0.0.1:{port}"  # a managed server's address, before its port is picked
+
+
+def fake_server_block(*options: str) -> dict[str, Any]:
+    """A targets file's ``server:`` block that runs tests/support/fake_openai.py."""
+    command = [sys.executable, "-m", "tests.support.fake_openai", "--port", "{port}", *options]
+    return {
+        "command": command,
+        "env": {"PYTHONPATH": str(REPO)},
+        "health_url": LOCAL + "/_stats",
+        "startup_timeout_s": 30,
+    }
+
+
+def assert_stopped(log: Path) -> None:
+    """The fake server that wrote ``log`` (its port is a line of its own) listens no more."""
+    port = int(next(line for line in log.read_text().splitlines() if line.strip().isdigit()))
+    with socket.socket() as probe, pytest.raises(OSError):
+        probe.settimeout(1)
+        probe.connect(("127.0.0.1", port))
 
 
 def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:

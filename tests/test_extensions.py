@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import textwrap
 
 import pytest
 
-from tests.helpers import MINI_YAML, QUESTIONS, REPO, Project, replay_rows
+from tests.helpers import (
+    LOCAL,
+    MINI_YAML,
+    QUESTIONS,
+    Project,
+    assert_stopped,
+    fake_server_block,
+    replay_rows,
+)
 from tests.support.fake_openai import FakeOpenAI
 
 OUT = "--expert-bench-report-dir=reports/out"
@@ -117,14 +124,8 @@ def test_a_judge_grades_through_the_run_and_its_verdicts_are_cached(project: Pro
 def test_a_judge_with_a_managed_server_gets_it_started_and_stopped(
     project: Project, workers: tuple[str, ...]
 ) -> None:
-    url = "http://127.0.0.1:{port}"
-    server = {
-        "command": [sys.executable, "-m", "tests.support.fake_openai", "--port", "{port}"],
-        "env": {"PYTHONPATH": str(REPO)},
-        "health_url": url + "/_stats",
-        "startup_timeout_s": 30,
-    }
-    grader = {"kind": "openai", "base_url": url + "/v1", "model": "judge", "server": server}
+    server = fake_server_block()
+    grader = {"kind": "openai", "base_url": LOCAL + "/v1", "model": "judge", "server": server}
     unused = {**grader, "server": {**server, "command": [sys.executable, "-c", "exit(3)"]}}
     project.targets(
         {
@@ -139,34 +140,19 @@ def test_a_judge_with_a_managed_server_gets_it_started_and_stopped(
     result = project.run("--expert-bench=quick", OUT, *workers, subprocess=True)
     result.assert_outcomes(passed=6)
     assert project.metric(project.results(), "mini.judged")["value"] == pytest.approx(0.7)
-    log = project.report_dir() / "grader.log"
-    port = int(next(line for line in log.read_text().splitlines() if line.strip().isdigit()))
-    with socket.socket() as probe, pytest.raises(OSError):
-        probe.settimeout(1)
-        probe.connect(("127.0.0.1", port))  # stopped at the end of the session
+    assert_stopped(project.report_dir() / "grader.log")  # at the end of the session
     assert not (project.report_dir() / "unused.log").exists()
 
 
 def test_a_judge_server_that_fails_to_start_stops_the_run_and_the_model_server(
     project: Project,
 ) -> None:
-    url = "http://127.0.0.1:{port}"
-    model_server = {
-        "command": [sys.executable, "-m", "tests.support.fake_openai", "--port", "{port}"],
-        "env": {"PYTHONPATH": str(REPO)},
-        "health_url": url + "/_stats",
-        "startup_timeout_s": 30,
-    }
     broken = {"command": [sys.executable, "-c", "print('judge needs a GPU'); exit(3)"]}
+    live = {"kind": "openai", "base_url": LOCAL + "/v1", "model": "m"}
     project.targets(
         {
-            "live": {
-                "kind": "openai",
-                "base_url": url + "/v1",
-                "model": "m",
-                "server": model_server,
-            },
-            "grader": {"kind": "openai", "base_url": url + "/v1", "model": "j", "server": broken},
+            "live": {**live, "server": fake_server_block()},
+            "grader": {**live, "model": "j", "server": broken},
         },
         default="live",
     )
@@ -174,11 +160,7 @@ def test_a_judge_server_that_fails_to_start_stops_the_run_and_the_model_server(
     result = project.run("--expert-bench=quick", OUT, subprocess=True)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "judge needs a GPU" in result.stderr.str()
-    log = project.report_dir() / "live.log"
-    port = int(next(line for line in log.read_text().splitlines() if line.strip().isdigit()))
-    with socket.socket() as probe, pytest.raises(OSError):
-        probe.settimeout(1)
-        probe.connect(("127.0.0.1", port))  # the model's server was stopped too
+    assert_stopped(project.report_dir() / "live.log")  # the model's server too
 
 
 def test_an_unreachable_judge_fails_the_item_in_one_line(project: Project) -> None:

@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import QUESTIONS, REPO, Project, replay_rows, short_benchmark
+from tests.helpers import (
+    LOCAL,
+    QUESTIONS,
+    Project,
+    assert_stopped,
+    fake_server_block,
+    replay_rows,
+    short_benchmark,
+)
 from tests.support.fake_openai import FakeOpenAI
 
 OUT = "--expert-bench-report-dir=reports/out"
@@ -228,36 +236,19 @@ def test_the_api_key_never_reaches_a_file(
 def test_a_managed_server_is_started_for_the_session_and_stopped_after(
     project: Project, workers: tuple[str, ...]
 ) -> None:
-    url = "http://127.0.0.1:{port}"
-    server = {
-        "command": [sys.executable, "-m", "tests.support.fake_openai", "--port", "{port}"],
-        "env": {"PYTHONPATH": str(REPO)},
-        "health_url": url + "/_stats",
-        "startup_timeout_s": 30,
-    }
-    use_server(project, url + "/v1", server=server)
+    use_server(project, LOCAL + "/v1", server=fake_server_block())
     result = project.run("--expert-bench=quick", OUT, *workers, subprocess=True)
     result.assert_outcomes(passed=6)
     log = project.report_dir() / "live.log"
     assert log.exists()
     answers = {r["response"] for r in project.results() if r["type"] == "example"}
     assert len(answers) == 6  # every example was answered by the managed server
-    port = int(next(line for line in log.read_text().splitlines() if line.strip().isdigit()))
-    with socket.socket() as probe, pytest.raises(OSError):
-        probe.settimeout(1)
-        probe.connect(("127.0.0.1", port))  # stopped at the end of the session
+    assert_stopped(log)  # at the end of the session
 
 
 def test_sigterm_stops_the_managed_server_and_reports_what_ran(project: Project) -> None:
-    url = "http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "tests.support.fake_openai", "--port", "{port}"]
-    server = {
-        "command": [*command, "--latency", "0.3", "--capacity", "1"],
-        "env": {"PYTHONPATH": str(REPO)},
-        "health_url": url + "/_stats",
-        "startup_timeout_s": 30,
-    }
-    use_server(project, url + "/v1", server=server, concurrency=1)
+    server = fake_server_block("--latency", "0.3", "--capacity", "1")
+    use_server(project, LOCAL + "/v1", server=server, concurrency=1)
     report_dir = project.root / "reports" / "out"
     pytest_command = [
         sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--expert-bench=quick",
@@ -274,11 +265,7 @@ def test_sigterm_stops_the_managed_server_and_reports_what_ran(project: Project)
     rows = [json.loads(line) for line in (report_dir / "results.jsonl").read_text().splitlines()]
     ran = [r for r in rows if r["type"] == "example"]
     assert 2 <= len(ran) < 6, "interrupted mid-way, and what ran is reported"
-    log = (report_dir / "live.log").read_text()
-    port = int(next(line for line in log.splitlines() if line.strip().isdigit()))
-    with socket.socket() as probe, pytest.raises(OSError):
-        probe.settimeout(1)
-        probe.connect(("127.0.0.1", port))  # the managed server was stopped
+    assert_stopped(report_dir / "live.log")
 
 
 def _lines(path: Any) -> int:
