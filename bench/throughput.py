@@ -278,12 +278,18 @@ def _ratio(a: float | None, b: float) -> str:
     return f"{a / b:.2f}" if a is not None and b > 0 else "-"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def server_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """A parser with the options every bench shares: examples, the server, concurrency."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("--n", type=int, default=1319, help="examples [1319, gsm8k's test set]")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per answer [0.2]")
     parser.add_argument("--capacity", type=int, default=64, help="server slots [64]")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight [32]")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = server_arguments(__doc__)
     parser.add_argument("--skip-sequential", action="store_true", help="skip the slow loop (b)")
     parser.add_argument("--memory", type=int, metavar="N", help="measure peak RSS for N items")
     parser.add_argument("--repeat", type=int, default=1, help="runs of (a) and (c); medians [1]")

@@ -37,7 +37,14 @@ from typing import Any
 
 import httpx
 import yaml
-from throughput import Server, expertbench_command, fake_server, prompt_of, write_benchmark
+from throughput import (
+    Server,
+    expertbench_command,
+    fake_server,
+    prompt_of,
+    server_arguments,
+    write_benchmark,
+)
 
 COMPARE_PYTHON = "/work/venv-compare/bin/python"
 MODEL = "bench"
@@ -370,11 +377,7 @@ def report(outcomes: Sequence[Outcome], args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, default=1319, help="examples [1319, gsm8k's test set]")
-    parser.add_argument("--latency", type=float, default=0.2, help="seconds per answer [0.2]")
-    parser.add_argument("--capacity", type=int, default=64, help="server slots [64]")
-    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight [32]")
+    parser = server_arguments(__doc__)
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool, median shown [1]")
     parser.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
     parser.add_argument("--compare-python", default=COMPARE_PYTHON, help="the others' Python")

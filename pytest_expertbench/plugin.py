@@ -780,24 +780,25 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def request_line(benchmark: str, counts: dict[str, float]) -> str:
-    elapsed = counts.get("elapsed_s", 0.0)
-    rate = f", {counts['done'] / elapsed:.1f} req/s" if elapsed > 0 else ""
     return (
         f"requests {benchmark}: {counts['asked']:.0f} asked, {counts['done']:.0f} answered, "
         f"{counts['errors']:.0f} failed, {counts['retries']:.0f} retries, "
-        f"{counts['cached']:.0f} from the cache{rate}"
+        f"{counts['cached']:.0f} from the cache{_rate(counts)}"
     )
 
 
 def waiting_line(benchmark: str, counts: dict[str, float], example: str, waited_s: float) -> str:
-    elapsed = counts.get("elapsed_s", 0.0)
-    done = counts.get("done", 0.0)
-    rate = f", {done / elapsed:.1f} req/s" if elapsed > 0 else ""
+    got = {name: counts.get(name, 0.0) for name in ("asked", "done", "errors", "retries")}
     return (
-        f"requests {benchmark}: {done:.0f}/{counts.get('asked', 0.0):.0f} answered{rate}, "
-        f"{counts.get('errors', 0.0):.0f} failed, {counts.get('retries', 0.0):.0f} retries; "
+        f"requests {benchmark}: {got['done']:.0f}/{got['asked']:.0f} answered{_rate(counts)}, "
+        f"{got['errors']:.0f} failed, {got['retries']:.0f} retries; "
         f"{example} has waited {waited_s:.0f} s"
     )
+
+
+def _rate(counts: dict[str, float]) -> str:
+    elapsed = counts.get("elapsed_s", 0.0)
+    return f", {counts.get('done', 0.0) / elapsed:.1f} req/s" if elapsed > 0 else ""
 
 
 # --------------------------------------------------------------------------- records
