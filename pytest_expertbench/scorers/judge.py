@@ -158,10 +158,10 @@ def _target(reader: OptionReader, asker: Asker | None) -> str:
     target: str = reader.text("target")
     if not target:
         raise OptionError("target", "expected the name of a target of the targets file")
-    if asker is not None and target not in asker.names():
-        known = ", ".join(sorted(asker.names())) or "none"
-        raise OptionError("target", f"unknown target {target!r} (known: {known})")
     if asker is not None:
+        if target not in asker.names():
+            known = ", ".join(sorted(asker.names())) or "none"
+            raise OptionError("target", f"unknown target {target!r} (known: {known})")
         asker.reserve(target)
     return target
 
