@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -44,6 +44,7 @@ _HEADER_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 _TRANSIENT_TLS_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
+@cache
 def _user_agent() -> bytes:
     try:
         return f"pytest-expertbench/{version('pytest-expertbench')}".encode()
