@@ -367,6 +367,18 @@ def test_compressed_answers_are_decoded(
     assert answer == {"echo": CHAT, "pad": "x" * 500}
 
 
+def test_a_chunked_answer_is_read_whole(environ: pytest.MonkeyPatch) -> None:
+    """Servers that stream their JSON (chunked transfer encoding) give the same answer."""
+    body = json.dumps({"echo": "x" * 3000}).encode()
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    head += b"Transfer-Encoding: chunked\r\n\r\n"
+    with RawServer(lambda seen: head + framed) as raw:
+        answer = ask(raw.url + "/v1/chat/completions")
+    assert answer == {"echo": "x" * 3000}
+
+
 def test_a_gzipped_error_keeps_its_message(environ: pytest.MonkeyPatch) -> None:
     body = gzip.compress(json.dumps({"error": {"message": "quota exceeded"}}).encode())
     with RawServer(lambda seen: (429, {"Content-Encoding": "gzip"}, body)) as raw:
