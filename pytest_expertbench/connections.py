@@ -31,11 +31,10 @@ from typing import Any
 
 import httpcore
 
-from pytest_expertbench.records import TargetError
+from pytest_expertbench.records import TargetError, one_line
 
-__all__ = ["JsonClient", "one_line", "parse_retry_after"]
+__all__ = ["JsonClient", "parse_retry_after"]
 
-_BODY_CHARS = 200
 _PROXY_SCHEMES = ("http", "https")
 _STATUS_LINE_START = b"HTTP/"
 _HEADER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # h11's rules (RFC 9110)
@@ -364,12 +363,6 @@ def _error_text(response: httpcore.Response, content: bytes) -> str:
     reason = response.extensions.get("reason_phrase", b"")
     reason_text = reason.decode("latin-1") if isinstance(reason, bytes) else ""
     return one_line(content.decode("utf-8", "replace")) or reason_text or "no body"
-
-
-def one_line(text: str, limit: int = _BODY_CHARS) -> str:
-    """Whitespace collapsed and cut, so an error fits on one terminal line."""
-    flat = re.sub(r"\s+", " ", text).strip()
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 
 from pytest_expertbench.cache import ResponseCache
-from pytest_expertbench.connections import JsonClient, one_line
-from pytest_expertbench.records import Completion, Request, TargetError
+from pytest_expertbench.connections import JsonClient
+from pytest_expertbench.records import Completion, Request, TargetError, one_line
 from pytest_expertbench.targets import Target
 
 Key = tuple[str, str]

@@ -68,6 +68,12 @@ class Completion:
     attempts: int = 1
 
 
+def one_line(text: str, limit: int = 200) -> str:
+    """Whitespace collapsed and cut, so a message fits on one terminal line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 class TargetError(Exception):
     """A request that failed; ``retryable`` tells the engine whether to try again."""
 

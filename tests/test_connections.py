@@ -420,7 +420,8 @@ def _in(seconds: float) -> str:
         (f"429:{_in(120)}", 429, (100.0, 120.0)),  # an HTTP date: seconds from now
         ("408", 408, None),
     ],
-)
+    ids=["500", "503-seconds", "429-fraction", "429-http-date", "408"],  # no clock in an id:
+)  # xdist workers must collect the same names
 def test_statuses_worth_retrying(
     server: FakeOpenAI,
     environ: pytest.MonkeyPatch,

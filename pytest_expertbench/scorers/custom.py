@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pytest_expertbench.records import Completion, Example, Score
+from pytest_expertbench.records import Completion, Example, Score, one_line
 from pytest_expertbench.scorers import (
     OptionError,
     ScoreFunction,
@@ -62,5 +62,5 @@ def as_score(value: Any) -> Score:
         return value
     if isinstance(value, bool | int | float):
         return Score(float(value))
-    shown = " ".join(repr(value).split())[:80]
+    shown = one_line(repr(value), 80)
     raise ScoringError(f"returned {type(value).__name__} {shown}, not a number or a Score")

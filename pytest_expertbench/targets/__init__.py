@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from pytest_expertbench.config import ConfigError, TargetSpec
-from pytest_expertbench.connections import JsonClient, one_line
-from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
+from pytest_expertbench.connections import JsonClient
+from pytest_expertbench.records import Completion, Request, TargetError, ToolCall, one_line
 
 __all__ = ["JsonClient", "Options", "Target", "TargetError", "build_target", "one_line"]
 
