@@ -60,7 +60,7 @@ PORT_KEY = "expertbench_ports"  # the managed servers' ports by target, likewise
 class _Option:
     name: str  # the part after --expert-bench-; "" for --expert-bench itself
     help: str
-    kind: str = "string"  # string | path | int | bool
+    kind: str = "string"  # string | path | int | seconds | bool
     metavar: str | None = None
 
     @property
@@ -97,7 +97,8 @@ OPTIONS = (
     _Option(
         "progress",
         "after an item waits this long for the model, a progress line; 0: never [5]",
-        metavar="SECONDS",
+        "seconds",
+        "SECONDS",
     ),
 )
 
@@ -144,7 +145,19 @@ def _value(config: pytest.Config, name: str) -> Any:
         if number < (1 if name in ("concurrency", "limit") else 0):
             raise pytest.UsageError(f"{option.flag}: {number} is too small")
         return number
+    if option.kind == "seconds":
+        return _seconds(option.flag, value)
     return value
+
+
+def _seconds(flag: str, text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise pytest.UsageError(f"{flag}: expected seconds (0 or more), got {text!r}")
+    return seconds
 
 
 def _ini_dir(config: pytest.Config) -> Path:
@@ -159,6 +172,7 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
     bench_dir = _value(config, "dir") or root / "benchmarks_suites"
     threshold_text = _value(config, "threshold") or "0.05"
     cache = _value(config, "cache") or "on"
+    progress = _value(config, "progress")
     if cache not in ("on", "off", "refresh"):
         raise pytest.UsageError(f"--expert-bench-cache: expected on, off or refresh, got {cache!r}")
     try:
@@ -181,22 +195,8 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         cache=cast(CacheMode, cache),
         cache_dir=_value(config, "cache-dir") or root / ".expertbench" / "cache",
         record=_value(config, "record"),
-        progress_s=_seconds(config, "progress", default=5.0),
+        progress_s=5.0 if progress is None else progress,  # 0 is a value: never
     )
-
-
-def _seconds(config: pytest.Config, name: str, default: float) -> float:
-    text = _value(config, name)
-    if text is None:
-        return default
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
-        flag = f"--expert-bench-{name}"
-        raise pytest.UsageError(f"{flag}: expected seconds (0 or more), got {text!r}")
-    return seconds
 
 
 def _number_or_text(text: str) -> float | str:
@@ -221,6 +221,7 @@ class ProcessRun:
     dist: str = "no"  # the session's --dist mode (a worker's own option says "no")
     prefetched: set[int] = field(default_factory=set)  # id() of items and files queued
     ahead: int = 0  # requests queued for items that have not started yet
+    progress_to: Any = None  # the terminal reporter, when waiting items print progress
 
     @property
     def engine(self) -> Engine:
@@ -576,16 +577,23 @@ class BenchmarkItem(pytest.Item):
         return self.path, None, self.name
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Decide once whether waiting items print progress lines, and where."""
+    config = session.config
+    run = config.stash.get(RUN_KEY, None)
+    shown = config.get_verbosity() >= 0 and _is_controller(config)
+    if run is not None and run.plan.settings.progress_s and shown:
+        run.progress_to = config.pluginmanager.get_plugin("terminalreporter")
+
+
 def _answer(item: BenchmarkItem, run: ProcessRun, request: Request) -> Completion:
     """The item's answer; while it keeps the item waiting, a progress line now and then.
 
     Only a run without xdist workers shows them (workers cannot write to the
     terminal), and not under ``-q``.
     """
-    every = run.plan.settings.progress_s
-    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
-    quiet = item.config.get_verbosity() < 0 or not _is_controller(item.config)
-    if not every or reporter is None or quiet:
+    every, reporter = run.plan.settings.progress_s, run.progress_to
+    if reporter is None:
         return run.engine.result(request)
     waited = 0.0
     while True:
