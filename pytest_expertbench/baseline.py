@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pytest_expertbench.files import atomic_write_text
-from pytest_expertbench.records import Direction, MetricResult, Threshold
+from pytest_expertbench.records import MetricResult, Threshold
 
 SCHEMA = 1
-
-MetricStatus = Literal["regression", "improvement", "ok", "new", "missing"]
 
 
 class BaselineError(Exception):
@@ -48,54 +46,19 @@ class DatasetInfo:
 
 
 @dataclass(frozen=True)
-class MetricComparison:
-    """One metric held against its baseline; ``current`` is None for a ``missing`` metric."""
+class MetricGate:
+    """A metric's own gate settings from its benchmark file; None means the session's."""
 
-    name: str
-    direction: Direction
-    unit: str
-    current: MetricResult | None
-    baseline: float | None
-    delta_rel: float | None
-    delta_abs: float | None
-    threshold: Threshold
-    status: MetricStatus
-    # Two-sided exact sign test over the examples whose score moved (paired by id);
-    # None where there is nothing to pair (no baseline scores, not a mean or rate).
-    p_value: float | None = None
+    mode: Literal["threshold", "significant", "both"] | None = None
+    alpha: float | None = None
 
-
-@dataclass(frozen=True)
-class Flip:
-    """An example whose score went down since the baseline (right → wrong, fast → slow)."""
-
-    example_id: str
-    score: str
-    old: float
-    new: float
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The gate's answer for one benchmark."""
-
-    benchmark: str
-    comparable: bool
-    note: str | None
-    metrics: tuple[MetricComparison, ...]
-    flipped: tuple[Flip, ...]
-
-    @property
-    def regressions(self) -> tuple[MetricComparison, ...]:
-        return tuple(m for m in self.metrics if m.status == "regression")
-
-    @property
-    def improvements(self) -> tuple[MetricComparison, ...]:
-        return tuple(m for m in self.metrics if m.status == "improvement")
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.regressions)
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        if self.mode is not None:
+            doc["gate"] = self.mode
+        if self.alpha is not None:
+            doc["alpha"] = self.alpha
+        return doc
 
 
 @dataclass(frozen=True)
@@ -113,6 +76,7 @@ class Snapshot:
     metrics: Mapping[str, MetricResult]
     examples: Mapping[str, Mapping[str, float]]
     thresholds: Mapping[str, Threshold] = field(default_factory=dict)
+    gates: Mapping[str, MetricGate] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The file's document. Non-finite CIs and example scores are left out, not faked."""
@@ -147,6 +111,8 @@ class Snapshot:
         }
         if name in self.thresholds:
             doc["threshold"] = self.thresholds[name].to_json()
+        if name in self.gates:
+            doc.update(self.gates[name].to_json())
         if metric.meta:
             doc["meta"] = dict(metric.meta)
         return doc
@@ -155,10 +121,6 @@ class Snapshot:
     def from_json(cls, doc: Any, path: Path) -> Snapshot:
         """Validate a parsed document; every problem is a :class:`BaselineError`."""
         return FieldReader(path).snapshot(doc)
-
-    def compare(self, current: Snapshot, default_threshold: Threshold) -> Verdict:
-        """Hold ``current`` against this snapshot (the baseline)."""
-        return compare(self, current, default_threshold)
 
 
 # --------------------------------------------------------------------------- reading
@@ -191,10 +153,14 @@ class FieldReader:
         metrics_doc = self.mapping(self.required(doc, "metrics", ""), "metrics")
         metrics: dict[str, MetricResult] = {}
         thresholds: dict[str, Threshold] = {}
+        gates: dict[str, MetricGate] = {}
         for name, metric_doc in metrics_doc.items():
             metrics[name], threshold = self.metric(benchmark, name, metric_doc, f"metrics.{name}")
             if threshold is not None:
                 thresholds[name] = threshold
+            gate = self.gate(metric_doc, f"metrics.{name}.")
+            if gate != MetricGate():
+                gates[name] = gate
         return Snapshot(
             benchmark=benchmark,
             suite=self.text(doc, "suite", ""),
@@ -207,7 +173,20 @@ class FieldReader:
             metrics=metrics,
             examples=self.examples(self.required(doc, "examples", "")),
             thresholds=thresholds,
+            gates=gates,
         )
+
+    def gate(self, doc: Mapping[str, Any], prefix: str) -> MetricGate:
+        """A metric's own ``gate`` and ``alpha``, where its file set them."""
+        mode = doc.get("gate")
+        if mode is not None and mode not in ("threshold", "significant", "both"):
+            raise self.fail(
+                prefix + "gate", f"expected threshold, significant or both, got {mode!r}"
+            )
+        alpha = None if doc.get("alpha") is None else self.number(doc["alpha"], prefix + "alpha")
+        if alpha is not None and not 0 < alpha < 1:
+            raise self.fail(prefix + "alpha", f"expected a number between 0 and 1, got {alpha!r}")
+        return MetricGate(mode, alpha)
 
     def dataset(self, raw: Any) -> DatasetInfo:
         doc = self.mapping(raw, "dataset")
@@ -373,168 +352,3 @@ def save(path: Path, snapshot: Snapshot) -> None:
         atomic_write_text(path, text)
     except OSError as exc:
         raise BaselineError(path, "", f"cannot write the file: {exc.strerror or exc}") from None
-
-
-# --------------------------------------------------------------------------- the gate
-
-
-def compare(baseline: Snapshot | None, current: Snapshot, default_threshold: Threshold) -> Verdict:
-    """Hold ``current`` against ``baseline`` metric by metric.
-
-    A metric's threshold is its own (``current.thresholds``), else ``default_threshold``.
-    A move exactly at the threshold is not a regression. With a relative threshold and
-    an old value of 0 there is no scale to take a fraction of, so any move against the
-    metric's direction is a regression (use an absolute threshold for such metrics).
-    A current value that is not a finite number cannot be held to anything and counts
-    as a regression. A changed dataset (another fingerprint) is never compared.
-    """
-
-    def threshold(name: str) -> Threshold:
-        return current.thresholds.get(name, default_threshold)
-
-    if baseline is None:
-        return _uncompared(current, threshold, "no baseline yet", comparable=True)
-    if baseline.dataset.fingerprint != current.dataset.fingerprint:
-        old, new = baseline.dataset, current.dataset
-        note = (
-            f"dataset changed: baseline {old.short()} (n={old.n}) ≠ "
-            f"current {new.short()} (n={new.n}); not compared"
-        )
-        return _uncompared(current, threshold, note, comparable=False)
-    rows = [
-        _compare_metric(name, baseline.metrics.get(name), metric, threshold(name))
-        for name, metric in current.metrics.items()
-    ]
-    rows = [replace(row, p_value=_paired_p(baseline, current, row)) for row in rows]
-    rows += [
-        _missing(name, metric, threshold(name))
-        for name, metric in baseline.metrics.items()
-        if name not in current.metrics
-    ]
-    return Verdict(
-        benchmark=current.benchmark,
-        comparable=True,
-        note=None,
-        metrics=tuple(rows),
-        flipped=_flips(baseline, current),
-    )
-
-
-def _paired_p(baseline: Snapshot, current: Snapshot, row: MetricComparison) -> float | None:
-    """How likely so lopsided a split of ups and downs is if nothing changed (sign test).
-
-    A 5 % drop on 50 examples may be noise; the per-example scores both snapshots keep
-    say whether it is: each example is its own control.
-    """
-    meta = row.current.meta if row.current else {}
-    score = meta.get("of")
-    if meta.get("agg") not in ("mean", "rate") or not isinstance(score, str):
-        return None
-    up = down = 0
-    for example_id, new_scores in current.examples.items():
-        old, new = baseline.examples.get(example_id, {}).get(score), new_scores.get(score)
-        if old is None or new is None or old == new:
-            continue
-        up, down = (up + 1, down) if new > old else (up, down + 1)
-    return sign_test(up, down) if up + down else None
-
-
-def sign_test(up: int, down: int) -> float:
-    """Two-sided exact binomial test of ``up`` against ``down`` at p = 1/2."""
-    n, k = up + down, min(up, down)
-    tail = sum(math.comb(n, i) for i in range(k + 1))
-    return float(min(1.0, 2 * tail / 2**n))
-
-
-def _uncompared(
-    current: Snapshot, threshold: Callable[[str], Threshold], note: str, *, comparable: bool
-) -> Verdict:
-    rows = tuple(_new(name, metric, threshold(name)) for name, metric in current.metrics.items())
-    return Verdict(current.benchmark, comparable, note, rows, ())
-
-
-def _new(name: str, metric: MetricResult, threshold: Threshold) -> MetricComparison:
-    return MetricComparison(
-        name, metric.direction, metric.unit, metric, None, None, None, threshold, "new"
-    )
-
-
-def _missing(name: str, metric: MetricResult, threshold: Threshold) -> MetricComparison:
-    return MetricComparison(
-        name, metric.direction, metric.unit, None, metric.value, None, None, threshold, "missing"
-    )
-
-
-def _compare_metric(
-    name: str, old_metric: MetricResult | None, metric: MetricResult, threshold: Threshold
-) -> MetricComparison:
-    if old_metric is None:
-        return _new(name, metric, threshold)
-    old, new = old_metric.value, metric.value
-    finite = math.isfinite(new)
-    return MetricComparison(
-        name=name,
-        direction=metric.direction,
-        unit=metric.unit,
-        current=metric,
-        baseline=old,
-        delta_rel=(new - old) / abs(old) if old != 0 and finite else None,
-        delta_abs=new - old if finite else None,
-        threshold=threshold,
-        status=gate_status(old, new, metric.direction, threshold),
-    )
-
-
-def gate_status(old: float, new: float, direction: Direction, threshold: Threshold) -> MetricStatus:
-    """``regression``, ``improvement`` or ``ok`` for one move from ``old`` to ``new``."""
-    if not math.isfinite(new):
-        return "regression"
-    low, high = _band(old, threshold)
-    worse, better = (new < low, new > high) if direction == "higher" else (new > high, new < low)
-    if worse:
-        return "regression"
-    return "improvement" if better else "ok"
-
-
-def _band(old: float, threshold: Threshold) -> tuple[float, float]:
-    """The values ``new`` may take and still be ``ok``; the ends themselves are inside."""
-    if threshold.abs is not None:
-        return old - threshold.abs, old + threshold.abs
-    t = threshold.rel if threshold.rel is not None else 0.0
-    if old >= 0:
-        return old * (1 - t), old * (1 + t)
-    return old * (1 + t), old * (1 - t)
-
-
-def _flips(baseline: Snapshot, current: Snapshot) -> tuple[Flip, ...]:
-    scores = _scores_to_watch(current)
-    flips = []
-    for example_id, new_scores in current.examples.items():
-        old_scores = baseline.examples.get(example_id)
-        if old_scores is None:
-            continue
-        for score in sorted(set(new_scores) & set(old_scores)):
-            if (scores is None or score in scores) and old_scores[score] > new_scores[score]:
-                flips.append(Flip(example_id, score, old_scores[score], new_scores[score]))
-    flips.sort(key=lambda flip: (natural_key(flip.example_id), flip.score))
-    return tuple(flips)
-
-
-def _scores_to_watch(current: Snapshot) -> set[str] | None:
-    """The scores behind ``higher`` metrics; None (every score) when a metric does not say."""
-    watched: set[str] = set()
-    for metric in current.metrics.values():
-        if metric.direction != "higher":
-            continue
-        of = metric.meta.get("of")
-        if not isinstance(of, str):
-            return None
-        watched.add(of)
-    return watched
-
-
-def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
-    """Sort key putting "2" before "10" and "q2" before "q10"."""
-    parts = re.split(r"(\d+)", text)
-    key = [(1, int(part), part) if index % 2 else (0, 0, part) for index, part in enumerate(parts)]
-    return (*key, (2, 0, text))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -18,13 +18,12 @@ from typing import Any, TextIO
 
 from pytest_expertbench.baseline import (
     BaselineError,
-    DatasetInfo,
     FieldReader,
-    MetricComparison,
+    MetricGate,
     Snapshot,
-    Verdict,
     parse_json,
 )
+from pytest_expertbench.gate import MetricComparison, Verdict, counts
 from pytest_expertbench.records import ExampleResult, MetricResult, Threshold
 
 FLIPS_SHOWN = 20
@@ -146,9 +145,18 @@ def _metric_row(
         "delta_rel": comparison.delta_rel,
         "delta_abs": comparison.delta_abs,
         "p_value": comparison.p_value,
+        "test": comparison.test.method if comparison.test else None,
+        "pairs": comparison.test.pairs if comparison.test else None,
+        "detectable_abs": comparison.detectable,
+        "detectable_rel": comparison.detectable_rel,
         "threshold": _threshold_json(own or default_threshold),
         "threshold_source": "metric" if own else "default",
+        "gate": comparison.mode,
+        "alpha": comparison.alpha,
+        "gate_source": "metric" if comparison.name in snapshot.gates else "default",
+        "band": comparison.band,
         "status": comparison.status,
+        "reason": comparison.reason,
         "benchmark": snapshot.benchmark,
         "suite": snapshot.suite,
         "fingerprint": snapshot.dataset.fingerprint,
@@ -189,6 +197,8 @@ def run_row(result: BenchmarkResult) -> dict[str, Any]:
         "comparable": result.verdict.comparable,
         "note": result.verdict.note,
         "regressions": len(result.verdict.regressions),
+        "gate_failed": result.verdict.failed,
+        "statuses": dict(counts([result.verdict])),
         "captured_at": snapshot.captured_at,
         "git_sha": snapshot.git_sha,
         "plugin_version": snapshot.plugin_version,
@@ -207,12 +217,17 @@ class _Rows:
     examples: dict[str, dict[str, float]] = field(default_factory=dict)
     metrics: dict[str, MetricResult] = field(default_factory=dict)
     thresholds: dict[str, Threshold] = field(default_factory=dict)
+    gates: dict[str, MetricGate] = field(default_factory=dict)
 
     def snapshot(self) -> Snapshot | None:
         if self.header is None:
             return None
         return replace(
-            self.header, metrics=self.metrics, examples=self.examples, thresholds=self.thresholds
+            self.header,
+            metrics=self.metrics,
+            examples=self.examples,
+            thresholds=self.thresholds,
+            gates=self.gates,
         )
 
 
@@ -290,10 +305,16 @@ def _read_metric(row: dict[str, Any], reader: FieldReader, benchmark: str, rows:
         threshold = {"rel": threshold}
     if row.get("threshold_source") == "metric":
         doc["threshold"] = threshold
+    if row.get("gate_source") != "metric":
+        doc.pop("gate", None)
+        doc.pop("alpha", None)
     metric, own = reader.metric(benchmark, name, doc, "", value_may_be_null=True)
     rows.metrics[name] = metric
     if own is not None:
         rows.thresholds[name] = own
+    gate = reader.gate(doc, "")
+    if gate.mode is not None or gate.alpha is not None:
+        rows.gates[name] = gate
 
 
 def _header(row: dict[str, Any], reader: FieldReader) -> Snapshot:
@@ -310,204 +331,3 @@ def _header(row: dict[str, Any], reader: FieldReader) -> Snapshot:
         metrics={},
         examples={},
     )
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def format_number(value: float) -> str:
-    """Four significant digits, but never fewer decimals than 0.0000 for values below 1."""
-    if not math.isfinite(value):
-        return str(value)
-    size = abs(value)
-    if size < 1:
-        return f"{value:.4f}" if size >= 1e-4 or size == 0 else f"{value:.3e}"
-    digits = math.floor(math.log10(size)) + 1
-    return f"{value:.{max(0, 4 - digits)}f}"
-
-
-def format_value(value: float | None, unit: str) -> str:
-    """A metric's value with its unit; ratios, counts and unitless values stay plain numbers."""
-    if value is None:
-        return "—"
-    if unit == "ratio" and math.isfinite(value) and abs(value) >= 1e-4:
-        return f"{value:.4f}"  # one column of ratios lines up: 0.5800, 1.0000
-    text = format_number(value)
-    return text if unit in ("", "ratio", "count") or not math.isfinite(value) else f"{text} {unit}"
-
-
-def format_threshold(threshold: Threshold, unit: str = "") -> str:
-    if threshold.rel is not None:
-        return f"{threshold.rel * 100:g} %"
-    return "±" + format_value(threshold.abs or 0.0, unit)
-
-
-def format_change(row: MetricComparison) -> str:
-    """The relative change in percent; the absolute one when the baseline is 0."""
-    if row.current is not None and not math.isfinite(row.current.value):
-        return "not a number"
-    if row.delta_rel is not None:
-        return f"{row.delta_rel * 100:+.1f} %"
-    if row.delta_abs is not None:
-        sign = "+" if row.delta_abs >= 0 else "-"
-        return sign + format_value(abs(row.delta_abs), row.unit)
-    return "—"
-
-
-def format_current(row: MetricComparison) -> str:
-    if row.current is None:
-        return "—"
-    text = format_value(row.current.value, row.unit)
-    ci = row.current.ci
-    if ci is None or not all(map(math.isfinite, ci)):
-        return text
-    return f"{text} [{format_number(ci[0])}, {format_number(ci[1])}]"
-
-
-def regression_line(benchmark: str, row: MetricComparison) -> str:
-    """``REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %)``."""
-    current = row.current.value if row.current else None
-    paired = f", paired p = {row.p_value:.2g}" if row.p_value is not None else ""
-    return (
-        f"REGRESSION {benchmark}.{row.name}: {format_value(row.baseline, row.unit)} → "
-        f"{format_value(current, row.unit)} "
-        f"({format_change(row)}, threshold {format_threshold(row.threshold, row.unit)}{paired})"
-    )
-
-
-def flipped_ids(verdict: Verdict) -> list[str]:
-    """The flipped examples' ids, each once, in the verdict's (natural) order."""
-    return list(dict.fromkeys(flip.example_id for flip in verdict.flipped))
-
-
-def _cells(row: MetricComparison) -> list[str]:
-    return [
-        row.name,
-        format_value(row.baseline, row.unit),
-        format_current(row),
-        format_change(row),
-        format_threshold(row.threshold, row.unit),
-        row.status,
-    ]
-
-
-HEADER = ["metric", "baseline", "current", "change", "threshold", "status"]
-
-
-def _heading(result: BenchmarkResult) -> str:
-    snapshot = result.snapshot
-    return f"{snapshot.benchmark} (suite {snapshot.suite}, target {snapshot.target})"
-
-
-def _facts(result: BenchmarkResult) -> str:
-    dataset: DatasetInfo = result.snapshot.dataset
-    facts = [dataset.source, f"n={dataset.n}", f"fingerprint {dataset.short()}"]
-    errors = sum(1 for example in result.examples if example.error is not None)
-    if errors:
-        facts.append(f"{errors} error{'s' if errors != 1 else ''}")
-    return " · ".join(facts)
-
-
-def _baseline_line(result: BenchmarkResult) -> str | None:
-    parts = [f"baseline {result.baseline_path}"] if result.baseline_path else []
-    if result.baseline_note:
-        parts.append(f"baseline {result.baseline_note}" if not parts else result.baseline_note)
-    return " · ".join(parts) or None
-
-
-# --------------------------------------------------------------------------- markdown
-
-
-def markdown(results: Sequence[BenchmarkResult], *, title: str = "pytest-expertbench") -> str:
-    """A summary fit for a pull-request comment."""
-    lines = [f"## {_escape(title)}", "", _summary(results)]
-    for result in results:
-        lines += ["", *_markdown_benchmark(result)]
-    return "\n".join(lines) + "\n"
-
-
-def _summary(results: Sequence[BenchmarkResult]) -> str:
-    regressions = sum(len(result.verdict.regressions) for result in results)
-    improvements = sum(len(result.verdict.improvements) for result in results)
-    count = f"{len(results)} benchmark{'s' if len(results) != 1 else ''}"
-    if regressions:
-        head = f"**{regressions} regression{'s' if regressions != 1 else ''}** in {count}"
-    else:
-        head = f"No regressions in {count}"
-    tail = f", {improvements} improvement{'s' if improvements != 1 else ''}" if improvements else ""
-    return head + tail + "."
-
-
-def _markdown_benchmark(result: BenchmarkResult) -> Iterator[str]:
-    yield f"### {_escape(_heading(result))}"
-    yield ""
-    yield _escape(_facts(result))
-    yield ""
-    yield "| " + " | ".join(HEADER) + " |"
-    yield "| --- | ---: | ---: | ---: | ---: | --- |"
-    for row in result.verdict.metrics:
-        cells = [_escape(cell) for cell in _cells(row)]
-        if row.status == "regression":
-            cells[-1] = "**regression**"
-        yield "| " + " | ".join(cells) + " |"
-    if result.verdict.note:
-        yield ""
-        yield f"> {_escape(result.verdict.note)}"
-    baseline = _baseline_line(result)
-    if baseline:
-        yield ""
-        yield f"_{_escape(baseline)}_"
-    ids = flipped_ids(result.verdict)
-    if ids:
-        shown = ", ".join(_code(example_id) for example_id in ids[:FLIPS_SHOWN])
-        more = f", +{len(ids) - FLIPS_SHOWN} more" if len(ids) > FLIPS_SHOWN else ""
-        yield ""
-        yield f"**Flipped from right to wrong** ({len(ids)}): {shown}{more}"
-
-
-def _code(text: str) -> str:
-    return "`" + text.replace("`", "'").replace("\n", " ") + "`"
-
-
-def _escape(text: str) -> str:
-    """Keep a cell's text from closing the table cell or starting markup."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-# --------------------------------------------------------------------------- terminal
-
-
-def terminal_lines(results: Sequence[BenchmarkResult]) -> list[str]:
-    """An aligned plain-text table per benchmark, then one line per regression."""
-    lines: list[str] = []
-    for result in results:
-        lines += _terminal_benchmark(result)
-    return lines
-
-
-def _terminal_benchmark(result: BenchmarkResult) -> list[str]:
-    verdict = result.verdict
-    lines = [_heading(result), "  " + _facts(result)]
-    lines += ["  " + line for line in align_columns([HEADER, *map(_cells, verdict.metrics)])]
-    if verdict.note:
-        lines.append(f"  note: {verdict.note}")
-    ids = flipped_ids(verdict)
-    if ids:
-        plural = "s" if len(ids) != 1 else ""
-        lines.append(f"  {len(ids)} example{plural} flipped from right to wrong")
-    lines += [regression_line(verdict.benchmark, row) for row in verdict.regressions]
-    return lines
-
-
-def align_columns(rows: Sequence[Sequence[str]]) -> list[str]:
-    """Columns padded to their widest cell; the first and last left-aligned, numbers right."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    last = len(widths) - 1
-    lines = []
-    for row in rows:
-        cells = [
-            cell.ljust(width) if column in (0, last) else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return lines

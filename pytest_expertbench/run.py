@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from pytest_expertbench import __version__
 from pytest_expertbench import baseline as baselines
-from pytest_expertbench.baseline import DatasetInfo, Snapshot
+from pytest_expertbench import gate as gates
+from pytest_expertbench.baseline import DatasetInfo, MetricGate, Snapshot
 from pytest_expertbench.config import (
     Benchmark,
     ConfigError,
@@ -43,7 +44,7 @@ from pytest_expertbench.records import (
 from pytest_expertbench.report import BenchmarkResult
 from pytest_expertbench.scorers import Asker, ScoringError
 
-CacheMode = Literal["on", "off", "refresh"]
+CacheMode = Literal["resume", "reuse", "refresh", "off"]
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,16 @@ class Settings:
     baseline_label: str | None = None
     save_baseline: bool = False
     threshold: Threshold = field(default_factory=lambda: Threshold(rel=0.05))
+    gate: gates.GateMode = "both"
+    alpha: float = 0.05
+    coverage: float = 0.9  # a metric over fewer than this share of the examples run fails
     report_dir: Path = Path("reports/expertbench")
     concurrency: int = 16
     limit: int | None = None
     seed: int = 0
-    cache: CacheMode = "on"
+    cache: CacheMode = "resume"
     cache_dir: Path = Path(".expertbench/cache")
+    run_id: str = ""  # one id for all processes of a run; "" lets the cache pick one
     record: Path | None = None
     progress_s: float = 5.0  # an item waiting this long shows a progress line (0: never)
 
@@ -91,6 +96,17 @@ class Plan:
     @property
     def baseline_label(self) -> str:
         return self.settings.baseline_label or self.target.name
+
+    @property
+    def gate_rule(self) -> gates.GateRule:
+        settings = self.settings
+        return gates.GateRule(
+            threshold=settings.threshold,
+            mode=settings.gate,
+            alpha=settings.alpha,
+            coverage=settings.coverage,
+            seed=settings.seed,
+        )
 
 
 class ScoreError(Exception):
@@ -205,6 +221,8 @@ def conclude(
 ) -> list[BenchmarkResult]:
     """Aggregate, compare and (when asked) save baselines for every benchmark that ran.
 
+    Every benchmark is compared first and the session's metrics are then decided
+    together, so the gate's multiple-testing correction covers the whole session.
     An interrupted run (Ctrl-C, a crash of the session) still reports what it has,
     but never becomes a baseline.
     """
@@ -213,13 +231,21 @@ def conclude(
         by_benchmark.setdefault(example.benchmark, []).append(example)
     environment = environment_info(plan.target)
     git_sha = current_git_sha(plan.settings.bench_dir)
-    concluded = []
+    ran_planned: list[tuple[PlannedBenchmark, tuple[ExampleResult, ...]]] = []
+    snapshots: list[Snapshot] = []
+    verdicts: list[gates.Verdict] = []
     for planned in plan.benchmarks:
-        ran = sorted(by_benchmark.get(planned.benchmark.name, []), key=lambda r: r.index)
+        ran = tuple(sorted(by_benchmark.get(planned.benchmark.name, []), key=lambda r: r.index))
         if not ran:
             continue  # deselected or not run: nothing to compare
         snapshot = make_snapshot(plan, planned, ran, environment, git_sha)
-        verdict = baselines.compare(planned.baseline, snapshot, plan.settings.threshold)
+        ran_planned.append((planned, ran))
+        snapshots.append(snapshot)
+        verdicts.append(gates.compare(planned.baseline, snapshot, plan.gate_rule))
+    concluded = []
+    for (planned, ran), snapshot, verdict in zip(
+        ran_planned, snapshots, gates.decide(verdicts), strict=True
+    ):
         note = None
         if plan.settings.save_baseline:
             note = (
@@ -231,7 +257,7 @@ def conclude(
             BenchmarkResult(
                 snapshot=snapshot,
                 verdict=verdict,
-                examples=tuple(ran),
+                examples=ran,
                 baseline_path=shown_path(planned.baseline_path),
                 baseline_note=note,
             )
@@ -269,6 +295,11 @@ def make_snapshot(
         metrics=metrics,
         examples={r.id: dict(r.scores) for r in scored},
         thresholds={m.name: m.threshold for m in bench.metrics if m.threshold is not None},
+        gates={
+            m.name: MetricGate(m.gate, m.alpha)
+            for m in bench.metrics
+            if m.gate is not None or m.alpha is not None
+        },
     )
 
 
@@ -329,4 +360,7 @@ def current_git_sha(where: Path) -> str | None:
 
 
 def run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    """A new run's id (UTC time and pid), unique within a process too."""
+    from pytest_expertbench.cache import new_run_id
+
+    return new_run_id()

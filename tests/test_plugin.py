@@ -55,23 +55,47 @@ def test_a_regression_fails_the_session_even_when_every_item_passed(project: Pro
     assert doc["examples"]["q0"]["numeric_match"] == 1.0
     assert doc["dataset"]["n"] == 6
 
-    project.set_replay(replay_rows("mini", wrong=["q0", "q2"]))
+    project.set_replay(replay_rows("mini", wrong=["q0", "q1", "q2", "q4", "q5"]))
     result = project.run("--expert-bench=quick", OUT)
     result.assert_outcomes(passed=6)
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*REGRESSION mini.accuracy*1.0000*0.6667*"])
-    assert project.metric(project.results(), "mini.accuracy")["status"] == "regression"
+    result.stdout.fnmatch_lines(["*REGRESSION mini.accuracy*1.0000*0.1667*p = 0.031*McNemar*"])
+    row = project.metric(project.results(), "mini.accuracy")
+    assert (row["status"], row["test"], row["p_value"]) == ("regression", "mcnemar", 1 / 32)
     summary = (project.report_dir() / "summary.md").read_text()
-    assert "**Flipped from right to wrong** (2): `q0`, `q2`" in summary
+    assert "Gate failed: 1 regression in 1 benchmark." in summary
+    assert "**Flipped from right to wrong** (5): `q0`, `q1`, `q2`, `q4`, `q5`" in summary
     assert json.loads(baseline.read_text()) == doc  # the baseline is untouched
+
+
+def test_a_drop_that_n_cannot_tell_from_noise_is_inconclusive(project: Project) -> None:
+    project.run("--expert-bench=quick", "--expert-bench-save-baseline", OUT)
+    project.set_replay(replay_rows("mini", wrong=["q0", "q2"]))
+    result = project.run("--expert-bench=quick", OUT)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "Gate passed: 0 regressions, 1 inconclusive in 1 benchmark.",
+            "INCONCLUSIVE mini.accuracy: 1.0000 → 0.6667 (-33.3 %, threshold 5 %, p = 0.25, "
+            "exact McNemar): could be noise; n = 6 detects only changes ≥ 83.3 %",
+        ]
+    )
+    row = project.metric(project.results(), "mini.accuracy")
+    assert (row["status"], row["band"], row["p_value"]) == ("inconclusive", "regression", 0.25)
+    assert row["detectable_rel"] == pytest.approx(5 / 6)
+    by_threshold = project.run("--expert-bench=quick", "--expert-bench-gate=threshold", OUT)
+    assert by_threshold.ret == 1
+    by_threshold.stdout.fnmatch_lines(["*REGRESSION mini.accuracy*"])
 
 
 def test_a_small_drop_within_the_threshold_passes(project: Project) -> None:
     project.run("--expert-bench=quick", "--expert-bench-save-baseline", OUT)
     project.set_replay(replay_rows("mini", wrong=["q3"]))
-    strict = project.run("--expert-bench=quick", OUT)
+    strict = project.run("--expert-bench=quick", "--expert-bench-gate=threshold", OUT)
     assert strict.ret == 1  # 1.0 -> 0.833 is a 16.7 % drop
-    loose = project.run("--expert-bench=quick", "--expert-bench-threshold=20%", OUT)
+    loose = project.run(
+        "--expert-bench=quick", "--expert-bench-gate=threshold", "--expert-bench-threshold=20%", OUT
+    )
     assert loose.ret == 0
 
 
@@ -79,9 +103,11 @@ def test_an_improvement_is_reported_not_failed(project: Project) -> None:
     project.set_replay(replay_rows("mini", wrong=["q0", "q1", "q2"]))
     project.run("--expert-bench=quick", "--expert-bench-save-baseline", OUT)
     project.set_replay(replay_rows("mini"))
-    result = project.run("--expert-bench=quick", OUT)
+    result = project.run("--expert-bench=quick", "--expert-bench-gate=threshold", OUT)
     assert result.ret == 0
     assert project.metric(project.results(), "mini.accuracy")["status"] == "improvement"
+    assert project.run("--expert-bench=quick", OUT).ret == 0  # three of six: inconclusive
+    assert project.metric(project.results(), "mini.accuracy")["status"] == "inconclusive"
 
 
 def test_suite_sample_is_seeded_and_stable(project: Project) -> None:

@@ -7,20 +7,23 @@ from typing import Any
 
 import pytest
 
-from pytest_expertbench.baseline import BaselineError, DatasetInfo, Snapshot, compare
+from pytest_expertbench.baseline import BaselineError, DatasetInfo, Snapshot
+from pytest_expertbench.gate import compare
 from pytest_expertbench.records import Direction, ExampleResult, MetricResult, Threshold, ToolCall
 from pytest_expertbench.report import (
     BenchmarkResult,
     JsonlWriter,
     example_row,
+    metric_rows,
+    read_results,
+    run_row,
+)
+from pytest_expertbench.summary import (
     format_number,
     format_value,
     markdown,
-    metric_rows,
-    read_results,
-    regression_line,
-    run_row,
     terminal_lines,
+    verdict_line,
 )
 
 FIVE_PERCENT = Threshold(rel=0.05)
@@ -316,24 +319,30 @@ def test_format_number_keeps_tiny_values_visible() -> None:
 def test_the_regression_line_says_old_new_change_and_threshold() -> None:
     result = regressed_result()
     (row,) = result.verdict.regressions
-    assert regression_line("gsm8k", row) == (
-        "REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %, paired p = 6e-08)"
+    assert verdict_line("gsm8k", row) == (
+        "REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %, p = 6e-08, "
+        "exact McNemar)"
     )
 
 
 def test_terminal_lines_align_the_table_and_list_regressions() -> None:
     lines = terminal_lines([regressed_result()])
-    assert lines[0] == "gsm8k (suite standard, target qwen3-8b)"
-    assert "n=40" in lines[1] and "fingerprint c0ffee00" in lines[1] and "1 error" in lines[1]
-    table = lines[2:6]
-    assert table[0].split() == ["metric", "baseline", "current", "change", "threshold", "status"]
+    assert lines[0] == (
+        "Gate failed: 1 regression, 1 missing, 1 errored example, 1 improvement in 1 benchmark."
+    )
+    assert lines[1] == "gsm8k (suite standard, target qwen3-8b)"
+    assert "n=40" in lines[2] and "fingerprint c0ffee00" in lines[2] and "1 error" in lines[2]
+    table = lines[3:7]
+    assert table[0].split() == [
+        "metric", "baseline", "current", "change", "threshold", "p", "detects", "status"
+    ]  # fmt: skip
     status_column = table[0].index("status")
     assert [line[status_column:] for line in table[1:]] == ["regression", "improvement", "missing"]
     assert "812.4 ms" in table[2] and "700.0 ms" in table[2] and "10 %" in table[2]
     assert "  25 examples flipped from right to wrong" in lines
-    assert (
-        lines[-1]
-        == "REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %, paired p = 6e-08)"
+    assert lines[-1] == (
+        "REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %, p = 6e-08, "
+        "exact McNemar)"
     )
 
 
@@ -348,12 +357,16 @@ def test_terminal_lines_show_the_note_of_an_uncompared_run() -> None:
 
 def test_markdown_is_a_pr_comment() -> None:
     text = markdown([regressed_result()], title="nightly")
-    assert text.startswith("## nightly\n\n**1 regression** in 1 benchmark, 1 improvement.\n")
-    assert "| metric | baseline | current | change | threshold | status |" in text
-    assert (
-        "| accuracy | 0.5800 | 0.5120 [0.4608, 0.5632] | -11.7 % | 5 % | **regression** |" in text
+    assert text.startswith(
+        "## nightly\n\n"
+        "Gate failed: 1 regression, 1 missing, 1 errored example, 1 improvement in 1 benchmark.\n"
     )
-    assert "| gone | 1.0000 | — | — | 5 % | missing |" in text
+    assert "| metric | baseline | current | change | threshold | p | detects | status |" in text
+    assert (
+        "| accuracy | 0.5800 | 0.5120 [0.4608, 0.5632] | -11.7 % | 5 % | 6e-08 | ≥ 32.8 % "
+        "| **regression** |"
+    ) in text
+    assert "| gone | 1.0000 | — | — | 5 % | — | — | missing |" in text
     flipped = next(line for line in text.splitlines() if "Flipped from right to wrong" in line)
     assert flipped.startswith("**Flipped from right to wrong** (25): `0`, `1`, `2`,")
     assert "`19`, +5 more" in flipped and "`20`" not in flipped
@@ -365,7 +378,8 @@ def test_markdown_escapes_table_breaking_text_and_shows_the_note() -> None:
     text = markdown([result])
     assert "| a\\|b | — |" in text
     assert "> no baseline yet" in text
-    assert "No regressions in 1 benchmark." in text
+    assert "Gate passed: 0 regressions, 1 not compared in 1 benchmark." in text
+    assert "No regressions" not in text  # never while something went uncompared
 
 
 def test_numpy_numbers_become_plain_json(tmp_path: Path) -> None:

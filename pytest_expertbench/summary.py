@@ -1,0 +1,281 @@
+"""What a person reads: the Markdown summary (a pull-request comment) and the terminal table.
+
+Both lead with the session's counts, so that nobody reads "No regressions" over a
+run in which something went uncompared, and both say, per metric, how small a
+change its n could have caught.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+
+from pytest_expertbench.baseline import DatasetInfo
+from pytest_expertbench.gate import MetricComparison, Verdict, counts
+from pytest_expertbench.records import Threshold
+from pytest_expertbench.report import BenchmarkResult
+
+FLIPS_SHOWN = 20
+HEADER = ["metric", "baseline", "current", "change", "threshold", "p", "detects", "status"]
+_TEST_NAMES = {
+    "mcnemar": "exact McNemar",
+    "permutation": "paired permutation",
+    "bootstrap": "paired bootstrap",
+    "unpaired-z": "unpaired z-test: the baseline has no per-example scores",
+}
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def format_number(value: float) -> str:
+    """Four significant digits, but never fewer decimals than 0.0000 for values below 1."""
+    if not math.isfinite(value):
+        return str(value)
+    size = abs(value)
+    if size < 1:
+        return f"{value:.4f}" if size >= 1e-4 or size == 0 else f"{value:.3e}"
+    digits = math.floor(math.log10(size)) + 1
+    return f"{value:.{max(0, 4 - digits)}f}"
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A metric's value with its unit; ratios, counts and unitless values stay plain numbers."""
+    if value is None:
+        return "—"
+    if unit == "ratio" and math.isfinite(value) and abs(value) >= 1e-4:
+        return f"{value:.4f}"  # one column of ratios lines up: 0.5800, 1.0000
+    text = format_number(value)
+    return text if unit in ("", "ratio", "count") or not math.isfinite(value) else f"{text} {unit}"
+
+
+def format_threshold(threshold: Threshold, unit: str = "") -> str:
+    if threshold.rel is not None:
+        return f"{threshold.rel * 100:g} %"
+    return "±" + format_value(threshold.abs or 0.0, unit)
+
+
+def format_change(row: MetricComparison) -> str:
+    """The relative change in percent; the absolute one when the baseline is 0."""
+    if row.current is not None and not math.isfinite(row.current.value):
+        return "not a number"
+    if row.delta_rel is not None:
+        return f"{row.delta_rel * 100:+.1f} %"
+    if row.delta_abs is not None:
+        sign = "+" if row.delta_abs >= 0 else "-"
+        return sign + format_value(abs(row.delta_abs), row.unit)
+    return "—"
+
+
+def format_current(row: MetricComparison) -> str:
+    if row.current is None:
+        return "—"
+    text = format_value(row.current.value, row.unit)
+    ci = row.current.ci
+    if ci is None or not all(map(math.isfinite, ci)):
+        return text
+    return f"{text} [{format_number(ci[0])}, {format_number(ci[1])}]"
+
+
+def format_p(row: MetricComparison) -> str:
+    return "—" if row.p_value is None else f"{row.p_value:.2g}"
+
+
+def format_detectable(row: MetricComparison) -> str:
+    """The smallest move this comparison could flag: ``≥ 33 %``, or ``≥ 0.02`` from a 0 baseline."""
+    if row.detectable is None:
+        return "—"
+    if row.detectable_rel is not None:
+        return f"≥ {row.detectable_rel * 100:.3g} %"
+    return "≥ " + format_value(row.detectable, row.unit)
+
+
+# --------------------------------------------------------------------------- lines
+
+
+def headline(results: Sequence[BenchmarkResult]) -> str:
+    """The session in one sentence: the gate's result, then every count that matters."""
+    verdicts = [result.verdict for result in results]
+    totals = counts(verdicts)
+    errors = sum(1 for r in results for e in r.examples if e.error is not None)
+    benchmarks = _plural(len(results), "benchmark")
+    parts = [
+        _plural(totals.get("regression", 0), "regression"),
+        *_nonzero(totals, "incomplete", "inconclusive"),
+        *(
+            [f"{totals.get('new', 0) + totals.get('not_compared', 0)} not compared"]
+            if totals.get("new", 0) + totals.get("not_compared", 0)
+            else []
+        ),
+        *_nonzero(totals, "missing"),
+        *([_plural(errors, "errored example")] if errors else []),
+        *([_plural(totals["improvement"], "improvement")] if totals.get("improvement") else []),
+    ]
+    if any(verdict.failed for verdict in verdicts):
+        return f"Gate failed: {', '.join(parts)} in {benchmarks}."
+    if len(parts) == 1:
+        return f"No regressions in {benchmarks} ({_plural(totals.get('ok', 0), 'metric')} ok)."
+    return f"Gate passed: {', '.join(parts)} in {benchmarks}."
+
+
+def _nonzero(totals: Mapping[str, int], *statuses: str) -> list[str]:
+    return [f"{totals[s]} {s}" for s in statuses if totals.get(s)]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def verdict_line(benchmark: str, row: MetricComparison) -> str:
+    """``REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %, p = 6e-08 …)``."""
+    word = row.status.upper().replace("_", " ")
+    if row.status == "incomplete":
+        return f"{word} {benchmark}.{row.name}: {row.reason}"
+    current = row.current.value if row.current else None
+    tested = ""
+    if row.test is not None and row.p_value is not None:
+        tested = f", p = {row.p_value:.2g}, {_TEST_NAMES.get(row.test.method, row.test.method)}"
+    line = (
+        f"{word} {benchmark}.{row.name}: {format_value(row.baseline, row.unit)} → "
+        f"{format_value(current, row.unit)} "
+        f"({format_change(row)}, threshold {format_threshold(row.threshold, row.unit)}{tested})"
+    )
+    if row.status == "inconclusive" and row.test is not None:
+        n, smallest = row.test.pairs, format_detectable(row)
+        line += f": could be noise; n = {n} detects only changes {smallest}"
+    return line
+
+
+def flipped_ids(verdict: Verdict) -> list[str]:
+    """The flipped examples' ids, each once, in the verdict's (natural) order."""
+    return list(dict.fromkeys(flip.example_id for flip in verdict.flipped))
+
+
+def _cells(row: MetricComparison) -> list[str]:
+    return [
+        row.name,
+        format_value(row.baseline, row.unit),
+        format_current(row),
+        format_change(row),
+        format_threshold(row.threshold, row.unit),
+        format_p(row),
+        format_detectable(row),
+        row.status.replace("_", " "),
+    ]
+
+
+def _heading(result: BenchmarkResult) -> str:
+    snapshot = result.snapshot
+    return f"{snapshot.benchmark} (suite {snapshot.suite}, target {snapshot.target})"
+
+
+def _facts(result: BenchmarkResult) -> str:
+    dataset: DatasetInfo = result.snapshot.dataset
+    facts = [dataset.source, f"n={dataset.n}", f"fingerprint {dataset.short()}"]
+    errors = sum(1 for example in result.examples if example.error is not None)
+    if errors:
+        facts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    return " · ".join(facts)
+
+
+def _baseline_line(result: BenchmarkResult) -> str | None:
+    parts = [f"baseline {result.baseline_path}"] if result.baseline_path else []
+    if result.baseline_note:
+        parts.append(f"baseline {result.baseline_note}" if not parts else result.baseline_note)
+    return " · ".join(parts) or None
+
+
+def _flagged(verdict: Verdict) -> tuple[MetricComparison, ...]:
+    return verdict.having("regression", "incomplete", "inconclusive")
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def markdown(results: Sequence[BenchmarkResult], *, title: str = "pytest-expertbench") -> str:
+    """A summary fit for a pull-request comment."""
+    lines = [f"## {_escape(title)}", "", _escape(headline(results))]
+    for result in results:
+        lines += ["", *_markdown_benchmark(result)]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_benchmark(result: BenchmarkResult) -> Iterator[str]:
+    yield f"### {_escape(_heading(result))}"
+    yield ""
+    yield _escape(_facts(result))
+    yield ""
+    yield "| " + " | ".join(HEADER) + " |"
+    yield "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    for row in result.verdict.metrics:
+        cells = [_escape(cell) for cell in _cells(row)]
+        if row.status in ("regression", "incomplete"):
+            cells[-1] = f"**{cells[-1]}**"
+        yield "| " + " | ".join(cells) + " |"
+    flagged = _flagged(result.verdict)
+    if flagged:
+        yield ""
+        for row in flagged:
+            yield f"- {_escape(verdict_line(result.verdict.benchmark, row))}"
+    if result.verdict.note:
+        yield ""
+        yield f"> {_escape(result.verdict.note)}"
+    baseline = _baseline_line(result)
+    if baseline:
+        yield ""
+        yield f"_{_escape(baseline)}_"
+    ids = flipped_ids(result.verdict)
+    if ids:
+        shown = ", ".join(_code(example_id) for example_id in ids[:FLIPS_SHOWN])
+        more = f", +{len(ids) - FLIPS_SHOWN} more" if len(ids) > FLIPS_SHOWN else ""
+        yield ""
+        yield f"**Flipped from right to wrong** ({len(ids)}): {shown}{more}"
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("`", "'").replace("\n", " ") + "`"
+
+
+def _escape(text: str) -> str:
+    """Keep a cell's text from closing the table cell or starting markup."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def terminal_lines(results: Sequence[BenchmarkResult]) -> list[str]:
+    """The session's headline, an aligned table per benchmark, then a line per flagged metric."""
+    lines: list[str] = [headline(results)] if results else []
+    for result in results:
+        lines += benchmark_lines(result)
+    return lines
+
+
+def benchmark_lines(result: BenchmarkResult) -> list[str]:
+    """One benchmark's table and flagged metrics (also the gate item's failure report)."""
+    verdict = result.verdict
+    lines = [_heading(result), "  " + _facts(result)]
+    lines += ["  " + line for line in align_columns([HEADER, *map(_cells, verdict.metrics)])]
+    if verdict.note:
+        lines.append(f"  note: {verdict.note}")
+    ids = flipped_ids(verdict)
+    if ids:
+        plural = "s" if len(ids) != 1 else ""
+        lines.append(f"  {len(ids)} example{plural} flipped from right to wrong")
+    lines += [verdict_line(verdict.benchmark, row) for row in _flagged(verdict)]
+    return lines
+
+
+def align_columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell; the first and last left-aligned, numbers right."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    last = len(widths) - 1
+    lines = []
+    for row in rows:
+        cells = [
+            cell.ljust(width) if column in (0, last) else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
