@@ -1,60 +1,130 @@
-"""The response cache: a model answer, once received, is never paid for twice.
+"""The response cache: an answer is reused only while it can still be the model's answer.
 
 One SQLite file shared by every process of a run (xdist workers included): WAL mode
 lets them read while one writes, ``busy_timeout`` makes a writer wait its turn
 instead of failing, and every answer is committed as soon as it arrives so that a
 crash loses nothing already received.
+
+A model can be redeployed under the same name and URL with different weights, so
+an answer from a run that finished is not trusted by default (mode ``resume``):
+every answer records the run that wrote it, and a run that ends (passed or failed,
+but not interrupted or crashed) marks itself finished. Only the current run's
+answers and those of runs that never finished (the ones it resumes) are served,
+unless the target pins an immutable revision or the user opts into ``reuse``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pytest_expertbench.records import Completion, Request, ToolCall
 
-CacheMode = Literal["on", "off", "refresh"]
-CACHE_MODES: tuple[CacheMode, ...] = ("on", "off", "refresh")
+CacheMode = Literal["resume", "reuse", "refresh", "off"]
+CACHE_MODES: tuple[CacheMode, ...] = ("resume", "reuse", "refresh", "off")
+MODE_ALIASES: Mapping[str, CacheMode] = {"on": "resume"}  # "on" was the mode before 0.2
 FILE_NAME = "responses.sqlite3"
+LEGACY_RUN = "legacy"  # answers stored before the cache recorded run ids
 _FILE_SUFFIXES = (".sqlite3", ".sqlite", ".db")
 _KEY_VERSION = 1
-_SCHEMA = """
+# user_version 0 with a bare ``responses`` table (key, completion, stored_at) is the
+# schema before run ids; it is upgraded in place, its answers becoming LEGACY_RUN's.
+_SCHEMA_VERSION = 2
+_RESPONSES = """
 CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
     completion TEXT NOT NULL,
-    stored_at REAL NOT NULL
+    stored_at REAL NOT NULL,
+    run_id TEXT,
+    fingerprint TEXT
 )
 """
+_NEW_COLUMNS = ("run_id", "fingerprint")
+_RUNS = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    resumed_by TEXT
+)
+"""
+_INDEX = "CREATE INDEX IF NOT EXISTS responses_by_run ON responses (run_id)"
+_ISSUED: Counter[str] = Counter()
 
 
 class CacheError(Exception):
     """The cache file cannot be used; the message names it and says what to do."""
 
 
+def new_run_id() -> str:
+    """``YYYYMMDD-HHMMSS-PID`` (UTC), with ``-N`` added for the N-th run of one process in
+    one second: runs in one process (pytester's) must never share an id, or one would
+    be served the other's answers as its own."""
+    base = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+    _ISSUED[base] += 1
+    return base if _ISSUED[base] == 1 else f"{base}-{_ISSUED[base]}"
+
+
+def cache_file(path: Path) -> Path:
+    """The SQLite file: ``path`` itself when it ends in .sqlite3/.sqlite/.db, else inside it."""
+    path = Path(path)
+    return path if path.suffix in _FILE_SUFFIXES else path / FILE_NAME
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An answer found in the cache, with the run that wrote it."""
+
+    completion: Completion  # cached=True, server_fingerprint as the server reported it
+    run_id: str  # LEGACY_RUN for answers stored before run ids
+    stored_at: float
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run's answers in the cache, for ``expertbench cache info``."""
+
+    run_id: str
+    answers: int
+    first_at: float
+    last_at: float
+    finished: bool
+
+
 class ResponseCache:
     """Answers keyed by what was asked of whom, in ``<directory>/responses.sqlite3``.
 
-    ``path`` is the cache directory, or the SQLite file itself when it ends in
-    ``.sqlite3``, ``.sqlite`` or ``.db``.
+    ``path`` is the cache directory, or the SQLite file itself (see :func:`cache_file`).
+    ``run_id`` names the run that writes; every process of one run passes the same.
 
-    ``mode`` ``"on"`` reads and writes, ``"refresh"`` writes without reading (every
-    request is asked again and its new answer replaces the old), ``"off"`` neither
-    reads, writes nor creates the file.
+    Modes: ``resume`` serves the answers of this run and of runs that did not finish,
+    ``reuse`` serves any stored answer, ``refresh`` writes without reading (every
+    request is asked again and its new answer replaces the old), ``off`` neither
+    reads, writes nor creates the file. All but ``off`` store what they receive.
     """
 
-    def __init__(self, path: Path, mode: CacheMode = "on") -> None:
+    def __init__(
+        self, path: Path, mode: CacheMode | Literal["on"] = "resume", *, run_id: str | None = None
+    ) -> None:
+        mode = MODE_ALIASES.get(mode, mode)
         if mode not in CACHE_MODES:
             raise ValueError(f"cache mode must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
         self.mode: CacheMode = mode
-        path = Path(path)
-        self.file = path if path.suffix in _FILE_SUFFIXES else path / FILE_NAME
+        self.run_id = run_id or new_run_id()
+        self.file = cache_file(path)
         self._lock = threading.Lock()
+        self._run_recorded = False
+        self._resumed: set[str] = set()  # unfinished runs this process served answers of
         self._connection = None if mode == "off" else self._open()
 
     def key(self, identity: Mapping[str, Any], request: Request) -> str:
@@ -79,30 +149,107 @@ class ResponseCache:
         )
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
-    def get(self, key: str) -> Completion | None:
-        if self.mode != "on" or self._connection is None:
+    def get(self, key: str, *, across_runs: bool = False) -> Stored | None:
+        """The stored answer this mode may serve; ``across_runs`` (a target pinned to an
+        immutable revision) serves finished runs' answers in ``resume`` mode too."""
+        if self.mode not in ("resume", "reuse") or self._connection is None:
             return None
         with self._lock:
-            row = self._execute("SELECT completion FROM responses WHERE key = ?", (key,))
-            found = row.fetchone()
-        if found is None:
-            return None
-        return _decode(found[0], self.file)
+            found = self._execute(
+                "SELECT r.completion, r.run_id, r.fingerprint, r.stored_at, u.run_id, "
+                "u.finished_at FROM responses r LEFT JOIN runs u ON u.run_id = r.run_id "
+                "WHERE r.key = ?",
+                (key,),
+            ).fetchone()
+            if found is None:
+                return None
+            raw, run, fingerprint, stored_at, known, finished_at = found
+            # An answer without a run (legacy) or whose run is unknown counts as finished.
+            unfinished = run is not None and known is not None and finished_at is None
+            if self.mode == "resume" and not across_runs and run != self.run_id:
+                if not unfinished:
+                    return None
+                self._mark_resumed(run)
+        completion = replace(_decode(raw, self.file), server_fingerprint=fingerprint)
+        return Stored(completion, run or LEGACY_RUN, float(stored_at))
 
     def put(self, key: str, completion: Completion) -> None:
         if self._connection is None:
             return
         with self._lock:
+            now = time.time()
+            if not self._run_recorded:
+                self._execute(
+                    "INSERT OR IGNORE INTO runs (run_id, started_at) VALUES (?, ?)",
+                    (self.run_id, now),
+                )
+                self._run_recorded = True
             self._execute(
-                "INSERT OR REPLACE INTO responses (key, completion, stored_at) VALUES (?, ?, ?)",
-                (key, _encode(completion), time.time()),
+                "INSERT OR REPLACE INTO responses "
+                "(key, completion, stored_at, run_id, fingerprint) VALUES (?, ?, ?, ?, ?)",
+                (key, _encode(completion), now, self.run_id, completion.server_fingerprint),
             )
+
+    def finish_run(self) -> None:
+        """Mark this run finished, with the unfinished runs it resumed: from now on their
+        answers are served only by ``reuse`` (or for a pinned revision)."""
+        if self._connection is None:
+            return
+        with self._lock:
+            self._execute(
+                "UPDATE runs SET finished_at = ? "
+                "WHERE (run_id = ? OR resumed_by = ?) AND finished_at IS NULL",
+                (time.time(), self.run_id, self.run_id),
+            )
+
+    def runs(self) -> list[RunInfo]:
+        """Every run with answers in the cache, oldest first."""
+        if self._connection is None:
+            return []
+        with self._lock:
+            rows = self._execute(
+                "SELECT r.run_id, COUNT(*), MIN(r.stored_at), MAX(r.stored_at), "
+                "MAX(u.finished_at IS NOT NULL OR u.run_id IS NULL) FROM responses r "
+                "LEFT JOIN runs u ON u.run_id = r.run_id GROUP BY r.run_id "
+                "ORDER BY MIN(r.stored_at)",
+                (),
+            ).fetchall()
+        return [
+            RunInfo(run or LEGACY_RUN, count, first, last, bool(finished))
+            for run, count, first, last, finished in rows
+        ]
+
+    def clear(self, run_id: str | None = None) -> int:
+        """Delete every answer, or those of one run (LEGACY_RUN: those without a run);
+        returns how many were deleted."""
+        if self._connection is None:
+            return 0
+        parameters: tuple[str, ...] = ()
+        if run_id is None:
+            where = ""
+        elif run_id == LEGACY_RUN:
+            where = " WHERE run_id IS NULL"
+        else:
+            where, parameters = " WHERE run_id = ?", (run_id,)
+        with self._lock:
+            deleted = self._execute(f"DELETE FROM responses{where}", parameters).rowcount
+            self._execute(f"DELETE FROM runs{where}", parameters)
+            self._execute("VACUUM", ())
+        return int(deleted)
 
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+
+    def _mark_resumed(self, run: str) -> None:
+        """Record (once per process and run) that this run resumes ``run``, so that
+        finishing this run finishes that one too. Called with the lock held."""
+        if run in self._resumed:
+            return
+        self._resumed.add(run)
+        self._execute("UPDATE runs SET resumed_by = ? WHERE run_id = ?", (self.run_id, run))
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -117,15 +264,51 @@ class ResponseCache:
             connection.execute("PRAGMA busy_timeout = 30000")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute(_SCHEMA)
-            connection.execute("SELECT key, completion FROM responses LIMIT 1").fetchall()
+            self._migrate(connection)
+            connection.execute(
+                "SELECT key, completion, stored_at, run_id, fingerprint FROM responses LIMIT 1"
+            ).fetchall()
+            connection.execute("SELECT run_id, finished_at, resumed_by FROM runs LIMIT 1")
         except sqlite3.DatabaseError as exc:
             connection.close()
             raise CacheError(
                 f"{self.file}: not a usable response cache ({exc}); "
                 "delete the file to start a new cache"
             ) from None
+        except CacheError:
+            connection.close()
+            raise
         return connection
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        """Create the schema, or upgrade an older one in place, in one transaction that
+        holds the write lock (several workers may open an old file at once)."""
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version == _SCHEMA_VERSION:
+            return
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise CacheError(
+                    f"{self.file}: written by a newer pytest-expertbench (cache schema "
+                    f"{version}, this one knows {_SCHEMA_VERSION}); upgrade, or use another "
+                    "--expert-bench-cache-dir"
+                )
+            if version < _SCHEMA_VERSION:
+                connection.execute(_RESPONSES)
+                columns = {row[1] for row in connection.execute("PRAGMA table_info(responses)")}
+                for column in _NEW_COLUMNS:
+                    if column not in columns:
+                        connection.execute(f"ALTER TABLE responses ADD COLUMN {column} TEXT")
+                connection.execute(_RUNS)
+                connection.execute(_INDEX)
+                connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            raise
 
     def _execute(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Cursor:
         assert self._connection is not None

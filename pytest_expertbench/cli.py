@@ -11,8 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_expertbench import __version__
+from pytest_expertbench import __version__, cache_cli
 from pytest_expertbench.baseline import BaselineError, Snapshot, compare, load
+from pytest_expertbench.cache import CacheError
 from pytest_expertbench.config import ConfigError, parse_threshold
 from pytest_expertbench.records import Threshold
 from pytest_expertbench.report import (
@@ -40,8 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "compare":
             return _compare(args.prev, args.curr, args.threshold, args.top, args.markdown)
+        if args.command == "cache":
+            return cache_cli.run(args)
         return _show(args.file)
-    except BaselineError as exc:
+    except (BaselineError, CacheError) as exc:
         print(f"expertbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -72,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     compare_.add_argument("--markdown", action="store_true", help="print Markdown, for a PR")
     show = commands.add_parser("show", help="print the metrics of a snapshot")
     show.add_argument("file", type=Path, metavar="FILE", help="a baseline JSON or results.jsonl")
+    cache_cli.add_parser(commands)
     return parser
 
 

@@ -158,6 +158,12 @@ class TargetSpec:
     max_retries: int = 4
     requests_per_minute: float | None = None
     server: ServerSpec | None = None
+    # An immutable identity the user pins (a checkpoint hash): it joins the cache key,
+    # and answers stored for it are served across runs (see cache.py).
+    revision: str | None = None
+    # ``options`` as the targets file wrote them, when run-local values (a managed
+    # server's ``{port}``) were filled in: the cache key is made from these.
+    written_options: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -420,6 +426,7 @@ def load_targets(path: Path) -> TargetsFile:
 def _target(reader: _Reader, name: str) -> TargetSpec:
     kind = reader.text("kind")
     common = "kind concurrency timeout_s max_retries requests_per_minute server"
+    common += " revision"
     options = {k: v for k, v in reader.doc.items() if k not in common.split()}
     for key in ("path",):
         if isinstance(options.get(key), str):
@@ -435,6 +442,7 @@ def _target(reader: _Reader, name: str) -> TargetSpec:
         max_retries=reader.whole("max_retries", default=4) or 0,
         requests_per_minute=reader.number("requests_per_minute", default=None),
         server=_server(reader.child("server")) if reader.has("server") else None,
+        revision=reader.text("revision", default=None),
     )
 
 

@@ -20,14 +20,14 @@ import random
 import ssl
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 
-from pytest_expertbench.cache import ResponseCache
+from pytest_expertbench.cache import ResponseCache, Stored
 from pytest_expertbench.connections import JsonClient
 from pytest_expertbench.records import Completion, Request, TargetError, one_line
 from pytest_expertbench.targets import Target
@@ -130,6 +130,33 @@ class _ClientPool:
             await client.aclose()
 
 
+@dataclass(frozen=True)
+class CacheStats:
+    """Where one benchmark's cached answers came from, and what the server said it is."""
+
+    stale: int = 0  # stored answers not served: the server now reports another fingerprint
+    from_runs: Mapping[str, int] = field(default_factory=dict)  # served answers by run id
+    fingerprints: Mapping[str, int] = field(default_factory=dict)  # live answers by fingerprint
+
+    def counts(self) -> dict[str, float]:
+        """Flat numbers, as the request counts travel (summed over xdist workers):
+        ``cache_stale``, ``cached_from:<run id>`` and ``fingerprint:<fingerprint>``."""
+        flat = {"cache_stale": float(self.stale)}
+        flat.update({f"cached_from:{run}": float(n) for run, n in self.from_runs.items()})
+        flat.update({f"fingerprint:{fp}": float(n) for fp, n in self.fingerprints.items()})
+        return flat
+
+
+@dataclass
+class _CacheCounters:
+    stale: int = 0
+    from_runs: Counter[str] = field(default_factory=Counter)
+    fingerprints: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self) -> CacheStats:
+        return CacheStats(self.stale, dict(self.from_runs), dict(self.fingerprints))
+
+
 def is_cacheable(request: Request) -> bool:
     """Only a deterministic request may be answered from the cache."""
     return request.generation.get("temperature", 0) == 0 or "seed" in request.generation
@@ -145,15 +172,27 @@ class Engine:
     """
 
     def __init__(
-        self, target: Target, settings: EngineSettings, cache: ResponseCache | None = None
+        self,
+        target: Target,
+        settings: EngineSettings,
+        cache: ResponseCache | None = None,
+        *,
+        identity: Mapping[str, Any] | None = None,
+        pinned: bool = False,
     ) -> None:
+        """``identity`` replaces ``target.identity()`` in the cache key (the pool passes the
+        one written in the targets file); ``pinned``: the target names an immutable
+        revision, so stored answers of finished runs are served too."""
         if settings.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.target = target
         self.settings = settings
         self.cache = cache
         self._live = bool(getattr(target, "live", True))
-        self._identity: Mapping[str, Any] = target.identity()
+        self._identity: Mapping[str, Any] = target.identity() if identity is None else identity
+        self._pinned = pinned
+        self._fingerprints: set[str] = set()  # what the server reported in this process
+        self._cache_counters: dict[str, _CacheCounters] = {}
         self._reads_fields = bool(getattr(target, "reads_fields", False))
         self._lock = threading.Condition()
         self._state: dict[Key, str] = {}
@@ -216,6 +255,10 @@ class Engine:
     def stats(self) -> Mapping[str, BenchmarkStats]:
         with self._lock:
             return {name: counters.snapshot() for name, counters in self._counters.items()}
+
+    def cache_stats(self) -> Mapping[str, CacheStats]:
+        with self._lock:
+            return {name: c.snapshot() for name, c in self._cache_counters.items()}
 
     @property
     def peak_in_flight(self) -> int:
@@ -348,13 +391,40 @@ class Engine:
         cache = self.cache if self._live and is_cacheable(request) else None
         key = cache.key(self._identity, self._keyed(request)) if cache is not None else ""
         if cache is not None:
-            hit = await asyncio.to_thread(cache.get, key)
-            if hit is not None:
-                return hit
+            stored = await asyncio.to_thread(cache.get, key, across_runs=self._pinned)
+            if stored is not None and self._servable(request, stored):
+                return stored.completion
         completion = await self._ask_with_retries(request)
+        self._heard(request, completion)
         if cache is not None:
             await asyncio.to_thread(cache.put, key, completion)
         return completion
+
+    def _servable(self, request: Request, stored: Stored) -> bool:
+        """False for an answer from a server that reported another fingerprint than the
+        live answers of this run did (in this process): the deployment changed."""
+        fingerprint = stored.completion.server_fingerprint
+        with self._lock:
+            counters = self._cache_count(request)
+            heard = self._fingerprints
+            if fingerprint is not None and heard and fingerprint not in heard:
+                counters.stale += 1
+                return False
+            counters.from_runs[stored.run_id] += 1
+            return True
+
+    def _heard(self, request: Request, completion: Completion) -> None:
+        fingerprint = completion.server_fingerprint
+        if fingerprint is not None:
+            with self._lock:
+                self._fingerprints.add(fingerprint)
+                self._cache_count(request).fingerprints[fingerprint] += 1
+
+    def _cache_count(self, request: Request) -> _CacheCounters:
+        counters = self._cache_counters.get(request.benchmark)
+        if counters is None:
+            counters = self._cache_counters[request.benchmark] = _CacheCounters()
+        return counters
 
     def _keyed(self, request: Request) -> Request:
         """The request as the cache key sees it: example fields count only if the target reads

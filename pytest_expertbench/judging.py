@@ -11,8 +11,9 @@ asks it: a run (or an xdist controller) that judges nothing opens no connection.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from pytest_expertbench.cache import ResponseCache
 from pytest_expertbench.config import ConfigError, TargetsFile, TargetSpec
@@ -106,9 +107,28 @@ class TargetPool:
             raise TargetError(f"unknown target {name!r} in {self._targets.path} (known: {known})")
         try:
             target = self._make_target(spec)
+            identity = self._identity(spec, target)
         except ConfigError as exc:
             raise TargetError(f"cannot use the target {name!r}: {exc}") from None
-        return Engine(target, self._settings_for(spec), self._open_cache())
+        return Engine(
+            target,
+            self._settings_for(spec),
+            self._open_cache(),
+            identity=identity,
+            pinned=spec.revision is not None,
+        )
+
+    def _identity(self, spec: TargetSpec, target: Target) -> Mapping[str, Any]:
+        """What the cache key knows of the target: its identity as the targets file wrote
+        it, so that a managed server's ``{port}``, picked anew every run, leaves the key
+        alone (the target is built a second time from the written options, only for
+        this), plus the ``revision`` the user pinned."""
+        if spec.written_options is not None:
+            target = self._make_target(replace(spec, options=spec.written_options))
+        identity = dict(target.identity())
+        if spec.revision is not None:
+            identity["revision"] = spec.revision
+        return identity
 
     def _settings_for(self, spec: TargetSpec) -> EngineSettings:
         return replace(

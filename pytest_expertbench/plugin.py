@@ -52,6 +52,7 @@ BUILTIN_MARKERS = {
 FAST_DIST_MODES = ("no", "loadfile", "loadscope")
 DIST_KEY = "expertbench_dist"  # the controller's --dist mode, in each worker's workerinput
 PORT_KEY = "expertbench_ports"  # the managed servers' ports by target, likewise
+RUN_ID_KEY = "expertbench_run_id"  # the run's id (its cache answers' owner), likewise
 
 # --------------------------------------------------------------------------- options
 
@@ -91,7 +92,7 @@ OPTIONS = (
     _Option("concurrency", "model requests in flight per process [16]", "int", "N"),
     _Option("limit", "at most N examples per benchmark", "int", "N"),
     _Option("seed", "sampling and bootstrap seed [0]", "int", "N"),
-    _Option("cache", "response cache: on, off or refresh [on]", metavar="MODE"),
+    _Option("cache", "response cache: resume, reuse, refresh or off [resume]", metavar="MODE"),
     _Option("cache-dir", "where the response cache lives [.expertbench/cache]", "path"),
     _Option("record", "write this run's answers as a replay file", "path"),
     _Option(
@@ -171,10 +172,16 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
     root = _ini_dir(config)
     bench_dir = _value(config, "dir") or root / "benchmarks_suites"
     threshold_text = _value(config, "threshold") or "0.05"
-    cache = _value(config, "cache") or "on"
+    cache = _value(config, "cache") or "resume"
+    cache = {"on": "resume"}.get(cache, cache)  # "on", the mode before there were four
     progress = _value(config, "progress")
-    if cache not in ("on", "off", "refresh"):
-        raise pytest.UsageError(f"--expert-bench-cache: expected on, off or refresh, got {cache!r}")
+    if cache not in ("resume", "reuse", "refresh", "off"):
+        raise pytest.UsageError(
+            f"--expert-bench-cache: expected resume, reuse, refresh or off, got {cache!r}"
+        )
+    # Every process of a run shares the controller's id: answers one worker stored are
+    # this run's own for the others.
+    this_run = getattr(config, "workerinput", {}).get(RUN_ID_KEY) or run_id()
     try:
         threshold = parse_threshold(_number_or_text(threshold_text), "--expert-bench-threshold", "")
     except ConfigError as exc:
@@ -188,12 +195,13 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         baseline_label=_value(config, "baseline"),
         save_baseline=bool(_value(config, "save-baseline")),
         threshold=threshold,
-        report_dir=_value(config, "report-dir") or root / "reports" / "expertbench" / run_id(),
+        report_dir=_value(config, "report-dir") or root / "reports" / "expertbench" / this_run,
         concurrency=_value(config, "concurrency") or 16,
         limit=_value(config, "limit"),
         seed=_value(config, "seed") or 0,
         cache=cast(CacheMode, cache),
         cache_dir=_value(config, "cache-dir") or root / ".expertbench" / "cache",
+        run_id=this_run,
         record=_value(config, "record"),
         progress_s=5.0 if progress is None else progress,  # 0 is a value: never
     )
@@ -230,14 +238,19 @@ class ProcessRun:
     def request_stats(self) -> dict[str, dict[str, float]]:
         engine = self.pool.built(self.plan.target.name)
         stats = engine.stats() if engine is not None else {}
-        return {name: {k: float(v) for k, v in asdict(s).items()} for name, s in stats.items()}
+        counts = {name: {k: float(v) for k, v in asdict(s).items()} for name, s in stats.items()}
+        for name, cached in (engine.cache_stats() if engine is not None else {}).items():
+            counts.get(name, {}).update(cached.counts())  # cached_from:<run id>, … (engine.py)
+        return counts
 
     def open_cache(self) -> ResponseCache | None:
         from pytest_expertbench.cache import ResponseCache
 
         settings = self.plan.settings
         if self.cache is None and settings.cache != "off":
-            self.cache = ResponseCache(settings.cache_dir, mode=settings.cache)
+            self.cache = ResponseCache(
+                settings.cache_dir, mode=settings.cache, run_id=settings.run_id
+            )
         return self.cache
 
     def close(self) -> None:
@@ -266,7 +279,9 @@ class Collected:
             total = self.requests.setdefault(benchmark, dict.fromkeys(counts, 0.0))
             for name, value in counts.items():
                 total[name] = (
-                    max(total[name], value) if name == "elapsed_s" else total[name] + value
+                    max(total.get(name, 0.0), value)
+                    if name == "elapsed_s"
+                    else total.get(name, 0.0) + value
                 )
 
 
@@ -459,6 +474,8 @@ def pytest_configure_node(node: Any) -> None:
     managed server's port."""
     node.workerinput[DIST_KEY] = node.config.getoption("dist", "no")
     run = node.config.stash.get(RUN_KEY, None)
+    if run is not None:
+        node.workerinput[RUN_ID_KEY] = run.plan.settings.run_id
     if run is not None and run.ports:
         node.workerinput[PORT_KEY] = run.ports
 
@@ -710,6 +727,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput[STATS_KEY] = run.request_stats()  # type: ignore[attr-defined]
         return
     collected.add_request_stats(run.request_stats())
+    _finish_cached_run(session, run, collected)
     if collected.writer is not None:
         collected.writer.close()
     try:
@@ -726,6 +744,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     failed = any(o.verdict.failed for o in outcomes) or bool(collected.problems)
     if failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _finish_cached_run(session: pytest.Session, run: ProcessRun, collected: Collected) -> None:
+    """Mark this run's answers finished unless it was interrupted or crashed: a later run
+    in ``resume`` mode asks the model again instead of trusting them."""
+    from pytest_expertbench.cache import CacheError
+
+    stopped = (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+    if run.cache is None or session.exitstatus in stopped:
+        return
+    try:
+        run.cache.finish_run()
+    except CacheError as exc:
+        collected.problems.append(str(exc))
 
 
 def write_reports(
@@ -775,7 +807,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
     if config.get_verbosity() >= 0:
         for benchmark, counts in sorted(collected.requests.items()):
-            terminalreporter.write_line(request_line(benchmark, counts))
+            terminalreporter.write_line(
+                request_line(benchmark, counts, this_run=run.plan.settings.run_id)
+            )
     for outcome in collected.outcomes:
         if outcome.baseline_note:
             terminalreporter.write_line(
@@ -787,12 +821,32 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"results: {run.plan.settings.report_dir}")
 
 
-def request_line(benchmark: str, counts: dict[str, float]) -> str:
-    return (
+def request_line(benchmark: str, counts: dict[str, float], *, this_run: str = "") -> str:
+    line = (
         f"requests {benchmark}: {counts['asked']:.0f} asked, {counts['done']:.0f} answered, "
         f"{counts['errors']:.0f} failed, {counts['retries']:.0f} retries, "
-        f"{counts['cached']:.0f} from the cache{_rate(counts)}"
+        f"{counts['cached']:.0f} from the cache{cache_sources(counts, this_run)}{_rate(counts)}"
     )
+    if counts.get("cache_stale"):
+        line += (
+            f", {counts['cache_stale']:.0f} stored answers not served "
+            "(the server reports another system_fingerprint)"
+        )
+    return line
+
+
+def cache_sources(counts: dict[str, float], this_run: str = "") -> str:
+    """Which runs the cached answers came from: `` (run 20261201-210405-1234)``, or with
+    counts when several (`` (run A: 4, this run: 2)``); "" when none came from the cache."""
+    runs = sorted(
+        (name.removeprefix("cached_from:"), n)
+        for name, n in counts.items()
+        if name.startswith("cached_from:") and n
+    )
+    names = [("this run" if run == this_run else f"run {run}", n) for run, n in runs]
+    if len(names) <= 1:
+        return f" ({names[0][0]})" if names else ""
+    return " (" + ", ".join(f"{name}: {n:.0f}" for name, n in names) + ")"
 
 
 def waiting_line(benchmark: str, counts: dict[str, float], example: str, waited_s: float) -> str:

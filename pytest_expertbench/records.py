@@ -66,6 +66,9 @@ class Completion:
     completion_tokens: int | None = None
     cached: bool = False
     attempts: int = 1
+    # What the server says it is (OpenAI's ``system_fingerprint``): a stored answer whose
+    # fingerprint differs from the one the server reports now is not served from the cache.
+    server_fingerprint: str | None = None
 
 
 def one_line(text: str, limit: int = 200) -> str:

@@ -72,7 +72,10 @@ def resolve_port(spec: TargetSpec, port: int | None = None) -> tuple[TargetSpec,
         health_url=_substitute(server.health_url, text),
     )
     options = _substitute(spec.options, text)
-    return dataclasses.replace(spec, options=options, server=resolved_server), port
+    resolved = dataclasses.replace(
+        spec, options=options, server=resolved_server, written_options=spec.options
+    )
+    return resolved, port
 
 
 class ManagedServer:

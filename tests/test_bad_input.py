@@ -161,7 +161,7 @@ def test_a_bad_option_value_is_a_usage_error(project: Project) -> None:
     for args, expected in [
         (("--expert-bench-threshold=lots",), "--expert-bench-threshold"),
         (("--expert-bench-concurrency=0",), "--expert-bench-concurrency"),
-        (("--expert-bench-cache=maybe",), "--expert-bench-cache: expected on, off or refresh"),
+        (("--expert-bench-cache=maybe",), "--expert-bench-cache: expected resume, reuse, refresh"),
     ]:
         err = run_refused(project, *args)
         assert expected in err

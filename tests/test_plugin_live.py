@@ -40,7 +40,7 @@ def use_server(project: Project, base_url: str, **extra: Any) -> None:
     project.targets({"live": target}, default="live")
 
 
-def test_every_example_is_asked_once_and_a_rerun_is_served_from_the_cache(
+def test_every_example_is_asked_once_and_a_reuse_rerun_is_served_from_the_cache(
     project: Project, server: FakeOpenAI
 ) -> None:
     use_server(project, server.base_url)
@@ -51,17 +51,19 @@ def test_every_example_is_asked_once_and_a_rerun_is_served_from_the_cache(
 
     first.stdout.fnmatch_lines(["requests mini: 6 asked, 6 answered, 0 failed, 0 retries, *"])
 
-    second = project.run("--expert-bench=quick", OUT)
+    second = project.run("--expert-bench=quick", "--expert-bench-cache=reuse", OUT)
     second.assert_outcomes(passed=6)
     assert server.total == 6  # no request: every answer came from the cache
-    second.stdout.fnmatch_lines(["requests mini: 6 asked, 6 answered, *6 from the cache*"])
-    quiet = project.run("--expert-bench=quick", "-q", OUT)
+    second.stdout.fnmatch_lines(["requests mini: 6 asked, 6 answered, *6 from the cache (run *)*"])
+    quiet = project.run("--expert-bench=quick", "--expert-bench-cache=reuse", "-q", OUT)
     assert "requests mini" not in quiet.stdout.str()
 
-    project.run("--expert-bench=quick", "--expert-bench-cache=refresh", OUT)
+    project.run("--expert-bench=quick", OUT)  # resume: the first run finished, so asked again
     assert server.total == 12
-    project.run("--expert-bench=quick", "--expert-bench-cache=off", OUT)
+    project.run("--expert-bench=quick", "--expert-bench-cache=refresh", OUT)
     assert server.total == 18
+    project.run("--expert-bench=quick", "--expert-bench-cache=off", OUT)
+    assert server.total == 24
 
 
 def test_retries_recover_and_a_lost_example_errors_only_its_item(
@@ -190,13 +192,7 @@ def _cached(cache_dir: Any) -> int:
         return 0
     try:
         with sqlite3.connect(path, timeout=5) as connection:
-            tables = [
-                r[0]
-                for r in connection.execute("select name from sqlite_master where type = 'table'")
-            ]
-            return sum(
-                connection.execute(f"select count(*) from {t}").fetchone()[0] for t in tables
-            )
+            return int(connection.execute("select count(*) from responses").fetchone()[0])
     except sqlite3.Error:
         return 0
 

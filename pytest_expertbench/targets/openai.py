@@ -77,11 +77,15 @@ class OpenAITarget:
             text = choice.get("text")
             tool_calls = ()
         usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else {}
+        fingerprint = data.get("system_fingerprint")  # which build of the model answered
+        if not isinstance(fingerprint, str) or not fingerprint:
+            fingerprint = None
         return Completion(
             text=text if isinstance(text, str) else "",
             tool_calls=tool_calls,
             prompt_tokens=token_count(usage.get("prompt_tokens")),
             completion_tokens=token_count(usage.get("completion_tokens")),
+            server_fingerprint=fingerprint,
         )
 
 

@@ -67,8 +67,10 @@ class FakeOpenAI:
         api_key: str | None = None,
         keep: int = 1000,
         ssl_context: ssl.SSLContext | None = None,
+        system_fingerprint: str | None = None,
     ) -> None:
         self.latency_s = latency_s
+        self.system_fingerprint = system_fingerprint  # sent with OpenAI answers when set
         self.answers: dict[str, Answer] = dict(answers or {})
         self.models = models
         self.api_key = api_key
@@ -374,7 +376,13 @@ def _chat(fake: FakeOpenAI, body: Any, prompt: str) -> dict[str, Any]:
         "model": body.get("model"),
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": _usage(prompt, text),
+        **_fingerprint(fake),
     }
+
+
+def _fingerprint(fake: FakeOpenAI) -> dict[str, str]:
+    fingerprint = fake.system_fingerprint
+    return {"system_fingerprint": fingerprint} if fingerprint else {}
 
 
 def _completions(fake: FakeOpenAI, body: Any, prompt: str) -> dict[str, Any]:
@@ -385,6 +393,7 @@ def _completions(fake: FakeOpenAI, body: Any, prompt: str) -> dict[str, Any]:
         "model": body.get("model"),
         "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
         "usage": _usage(prompt, text),
+        **_fingerprint(fake),
     }
 
 
