@@ -116,8 +116,11 @@ def test_a_judge_grades_through_the_run_and_its_verdicts_are_cached(project: Pro
         first.assert_outcomes(passed=6)
         assert project.metric(project.results(), "mini.judged")["value"] == 5 / 6
         assert grader.total == 6
-        project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6)
+        reuse = project.run("--expert-bench=quick", "--expert-bench-cache=reuse", OUT)
+        reuse.assert_outcomes(passed=6)
         assert grader.total == 6  # every verdict came from the cache
+        project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6)
+        assert grader.total == 12  # resume: the first run finished, its verdicts are old
 
 
 @pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
