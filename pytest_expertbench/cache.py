@@ -166,9 +166,10 @@ class ResponseCache:
             raw, run, fingerprint, stored_at, known, finished_at = found
             # An answer without a run (legacy) or whose run is unknown counts as finished.
             unfinished = run is not None and known is not None and finished_at is None
-            if self.mode == "resume" and not across_runs and run != self.run_id:
-                if not unfinished:
-                    return None
+            ours = run == self.run_id
+            if self.mode == "resume" and not across_runs and not ours and not unfinished:
+                return None
+            if unfinished and not ours:  # whatever the mode: this run takes that one over
                 self._mark_resumed(run)
         completion = replace(_decode(raw, self.file), server_fingerprint=fingerprint)
         return Stored(completion, run or LEGACY_RUN, float(stored_at))

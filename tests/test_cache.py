@@ -102,6 +102,16 @@ def test_an_unfinished_run_is_resumed_once_and_finished_with_its_resumer(tmp_pat
     assert [(r.run_id, r.answers, r.finished) for r in later.runs()] == [("run-1", 1, True)]
 
 
+def test_a_reuse_run_that_serves_an_unfinished_run_finishes_it_too(tmp_path: Path) -> None:
+    crashed = ResponseCache(tmp_path, run_id="run-1")
+    key = crashed.key(IDENTITY, REQUEST)
+    crashed.put(key, ANSWER)
+    reuse = ResponseCache(tmp_path, mode="reuse", run_id="run-2")
+    assert reuse.get(key) is not None
+    reuse.finish_run()
+    assert ResponseCache(tmp_path, run_id="run-3").get(key) is None
+
+
 def test_on_is_an_alias_of_resume(tmp_path: Path) -> None:
     assert ResponseCache(tmp_path, mode="on").mode == "resume"
 
