@@ -20,7 +20,9 @@ import pytest
 
 from pytest_expertbench.cache import FILE_NAME, ResponseCache
 from pytest_expertbench.cli import main
+from pytest_expertbench.config import ConfigError, load_targets
 from pytest_expertbench.records import Completion
+from pytest_expertbench.servers import resolve_port
 from tests.helpers import LOCAL, MINI_YAML, QUESTIONS, Project, fake_server_block
 from tests.support.fake_openai import FakeOpenAI
 
@@ -212,3 +214,20 @@ def test_cache_info_names_a_corrupt_file(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert FILE_NAME in done.stderr and "delete the file" in done.stderr
+
+
+def test_a_resolved_port_keeps_the_written_options_and_revision_is_a_common_key(
+    tmp_path: Path,
+) -> None:
+    target = {"kind": "openai", "base_url": LOCAL + "/v1", "model": "m", "revision": "sha:1"}
+    path = tmp_path / "targets.yaml"
+    path.write_text(json.dumps({"targets": {"m": {**target, "server": fake_server_block()}}}))
+    spec = load_targets(path).targets["m"]
+    assert spec.revision == "sha:1" and "revision" not in spec.options
+    first, _ = resolve_port(spec, 41001)
+    second, _ = resolve_port(spec, 41002)
+    assert first.options["base_url"] == "http://127.0.0.1:41001/v1"
+    assert first.written_options == second.written_options == spec.options
+    path.write_text(json.dumps({"targets": {"m": {**target, "revision": 7}}}))
+    with pytest.raises(ConfigError, match="revision"):
+        load_targets(path)
