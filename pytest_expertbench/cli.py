@@ -12,19 +12,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_expertbench import __version__, cache_cli
-from pytest_expertbench.baseline import BaselineError, Snapshot, compare, load
+from pytest_expertbench.baseline import BaselineError, Snapshot, load
 from pytest_expertbench.cache import CacheError
-from pytest_expertbench.config import ConfigError, parse_threshold
+from pytest_expertbench.config import ConfigError, parse_alpha, parse_threshold
+from pytest_expertbench.gate import GATE_MODES, GateRule, compare, decide
 from pytest_expertbench.records import Threshold
-from pytest_expertbench.report import (
-    BenchmarkResult,
+from pytest_expertbench.report import BenchmarkResult, read_results
+from pytest_expertbench.summary import (
     align_columns,
     flipped_ids,
     format_number,
     format_threshold,
     format_value,
     markdown,
-    read_results,
     terminal_lines,
 )
 
@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
     try:
         if args.command == "compare":
-            return _compare(args.prev, args.curr, args.threshold, args.top, args.markdown)
+            rule = GateRule(threshold=args.threshold, mode=args.gate, alpha=args.alpha)
+            return _compare(args.prev, args.curr, rule, args.top, args.markdown)
         if args.command == "cache":
             return cache_cli.run(args)
         return _show(args.file)
@@ -70,6 +71,18 @@ def _parser() -> argparse.ArgumentParser:
         help="relative threshold for metrics without their own: 0.05 or 5%% (default 5%%)",
     )
     compare_.add_argument(
+        "--gate",
+        choices=GATE_MODES,
+        default="both",
+        help="regression when beyond the threshold, significant, or both (default both)",
+    )
+    compare_.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=0.05,
+        help="significance level of the gate's paired tests (default 0.05)",
+    )
+    compare_.add_argument(
         "--top", type=_count, default=10, metavar="N", help="flipped examples to list (default 10)"
     )
     compare_.add_argument("--markdown", action="store_true", help="print Markdown, for a PR")
@@ -91,6 +104,13 @@ def _threshold(text: str) -> Threshold:
         raise argparse.ArgumentTypeError(message) from None
 
 
+def _alpha(text: str) -> float:
+    try:
+        return parse_alpha(float(text), "--alpha", "")
+    except (ValueError, ConfigError):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number between 0 and 1") from None
+
+
 def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 0")
@@ -109,11 +129,13 @@ def read_snapshots(path: Path) -> list[Snapshot]:
     return [snapshot]
 
 
-def _compare(prev: Path, curr: Path, threshold: Threshold, top: int, as_markdown: bool) -> int:
+def _compare(prev: Path, curr: Path, rule: GateRule, top: int, as_markdown: bool) -> int:
     before = {snapshot.benchmark: snapshot for snapshot in read_snapshots(prev)}
+    current = read_snapshots(curr)
+    verdicts = decide([compare(before.get(s.benchmark), s, rule) for s in current])
     results = [
-        BenchmarkResult(snapshot, compare(before.get(snapshot.benchmark), snapshot, threshold), ())
-        for snapshot in read_snapshots(curr)
+        BenchmarkResult(snapshot, verdict, ())
+        for snapshot, verdict in zip(current, verdicts, strict=True)
     ]
     names = {result.snapshot.benchmark for result in results}
     if as_markdown:

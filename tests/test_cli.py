@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_expertbench.baseline import DatasetInfo, Snapshot, compare, save
+from pytest_expertbench.baseline import DatasetInfo, Snapshot, save
+from pytest_expertbench.gate import compare
 from pytest_expertbench.cli import main
 from pytest_expertbench.records import Direction, ExampleResult, MetricResult, Threshold
 from pytest_expertbench.report import (
@@ -86,15 +87,32 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_a_regression_exits_1_and_says_why(tmp_path: Path, files: tuple[Path, Path]) -> None:
     base, results = files
-    done = run(tmp_path, "compare", str(base), str(results))
+    done = run(tmp_path, "compare", str(base), str(results), "--gate", "threshold")
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
-    assert "REGRESSION gsm8k.accuracy: 0.9000 → 0.8000 (-11.1 %, threshold 5 %)" in lines
+    assert (
+        "REGRESSION gsm8k.accuracy: 0.9000 → 0.8000 (-11.1 %, threshold 5 %, p = 0.25, "
+        "exact McNemar)"
+    ) in lines
     assert "flipped from right to wrong in gsm8k (3):" in lines
     assert [line.split() for line in lines[-3:]] == [
         [str(i), "numeric_match", "1", "→", "0"] for i in (24, 25, 26)
     ]
     assert done.stderr == ""
+
+
+def test_by_default_three_flips_of_thirty_are_inconclusive(
+    tmp_path: Path, files: tuple[Path, Path]
+) -> None:
+    base, results = files
+    done = run(tmp_path, "compare", str(base), str(results))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Gate passed: 0 regressions, 1 inconclusive in 1 benchmark.\n")
+    assert "INCONCLUSIVE gsm8k.accuracy: 0.9000 → 0.8000" in done.stdout
+    strict = run(tmp_path, "compare", str(base), str(results), "--alpha", "0.3")
+    assert strict.returncode == 1  # p = 1/8, times 2 (Holm over both metrics) < 0.3
+    refused = run(tmp_path, "compare", str(base), str(results), "--alpha", "5")
+    assert refused.returncode == 2 and "expected a number between 0 and 1" in refused.stderr
 
 
 def test_top_limits_the_flipped_examples(tmp_path: Path, files: tuple[Path, Path]) -> None:
@@ -121,14 +139,14 @@ def test_identical_files_pass(tmp_path: Path, files: tuple[Path, Path]) -> None:
     for prev, curr in ((base, base), (results, results)):
         done = run(tmp_path, "compare", str(prev), str(curr))
         assert done.returncode == 0, done.stdout
-        assert done.stdout.count(" ok") == 2
+        assert done.stdout.count(" ok\n") == 2
 
 
 def test_an_improvement_passes(tmp_path: Path, files: tuple[Path, Path]) -> None:
     _, results = files
     better = tmp_path / "better.json"
     save(better, snapshot(0.95, 29))
-    done = run(tmp_path, "compare", str(results), str(better))
+    done = run(tmp_path, "compare", str(results), str(better), "--gate", "threshold")
     assert done.returncode == 0
     assert "improvement" in done.stdout
 
@@ -153,10 +171,12 @@ def test_benchmarks_are_matched_by_name(tmp_path: Path, files: tuple[Path, Path]
 
 def test_markdown_output(tmp_path: Path, files: tuple[Path, Path]) -> None:
     base, results = files
-    done = run(tmp_path, "compare", str(base), str(results), "--markdown")
+    done = run(tmp_path, "compare", str(base), str(results), "--markdown", "--gate", "threshold")
     assert done.returncode == 1
     assert done.stdout.startswith("## expertbench compare gsm8k.json results.jsonl\n")
-    assert "| accuracy | 0.9000 | 0.8000 | -11.1 % | 5 % | **regression** |" in done.stdout
+    assert "| accuracy | 0.9000 | 0.8000 | -11.1 % | 5 % | 0.25 | ≥ 5 % | **regression** |" in (
+        done.stdout
+    )
 
 
 def test_show_prints_the_metrics(tmp_path: Path, files: tuple[Path, Path]) -> None:
@@ -227,7 +247,7 @@ def test_main_returns_the_exit_code_in_process(
     files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     base, results = files
-    assert main(["compare", str(base), str(results)]) == 1
+    assert main(["compare", str(base), str(results), "--gate", "threshold"]) == 1
     assert main(["compare", str(base), str(base)]) == 0
     assert main(["show", str(base.with_name("absent.json"))]) == 2
     assert main([]) == 2
