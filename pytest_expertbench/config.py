@@ -164,6 +164,7 @@ class TargetSpec:
     # ``options`` as the targets file wrote them, when run-local values (a managed
     # server's ``{port}``) were filled in: the cache key is made from these.
     written_options: Mapping[str, Any] | None = None
+    max_retry_after_s: float = 60.0  # a longer Retry-After fails the request at once
 
 
 @dataclass(frozen=True)
@@ -425,7 +426,7 @@ def load_targets(path: Path) -> TargetsFile:
 
 def _target(reader: _Reader, name: str) -> TargetSpec:
     kind = reader.text("kind")
-    common = "kind concurrency timeout_s max_retries requests_per_minute server"
+    common = "kind concurrency timeout_s max_retries max_retry_after_s requests_per_minute server"
     common += " revision"
     options = {k: v for k, v in reader.doc.items() if k not in common.split()}
     for key in ("path",):
@@ -443,6 +444,7 @@ def _target(reader: _Reader, name: str) -> TargetSpec:
         requests_per_minute=reader.number("requests_per_minute", default=None),
         server=_server(reader.child("server")) if reader.has("server") else None,
         revision=reader.text("revision", default=None),
+        max_retry_after_s=reader.number("max_retry_after_s", default=60.0),
     )
 
 

@@ -89,7 +89,9 @@ class JsonClient:
             response = await pool.request(method, url, headers=sent, content=body)
         except httpcore.TimeoutException as exc:
             raise TargetError(
-                f"timed out waiting for {url} ({type(exc).__name__})", retryable=True
+                f"timed out waiting for {url} ({type(exc).__name__})",
+                retryable=True,
+                connection_failed=isinstance(exc, httpcore.ConnectTimeout),
             ) from None
         except (httpcore.UnsupportedProtocol, _TlsRefused, _NotHttp11) as exc:
             raise TargetError(f"cannot ask {url}: {one_line(str(exc))}") from None
@@ -99,7 +101,11 @@ class JsonClient:
             ) from None
         except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError) as exc:
             reason = one_line(str(exc)) or type(exc).__name__
-            raise TargetError(f"cannot reach {url}: {reason}", retryable=True) from None
+            raise TargetError(
+                f"cannot reach {url}: {reason}",
+                retryable=True,
+                connection_failed=_is_connection_failure(exc),
+            ) from None
         return _decoded(url, response)
 
     async def aclose(self) -> None:
@@ -274,6 +280,16 @@ class _AsyncioBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+def _is_connection_failure(exc: Exception) -> bool:
+    """True when the server was never reached or hung up at once: refused, reset, no
+    such host. A server that answers in a broken way (a protocol error) was reached."""
+    if isinstance(exc, httpcore.ConnectError):
+        return True
+    return isinstance(exc, httpcore.ReadError | httpcore.WriteError) and isinstance(
+        exc.__cause__, ConnectionError
+    )
 
 
 @lru_cache(maxsize=256)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import ssl
 import threading
 import time
 from collections import Counter, deque
@@ -25,10 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import httpx
-
+from pytest_expertbench.breaker import Breaker, NotAsked, threshold_for
 from pytest_expertbench.cache import ResponseCache, Stored
-from pytest_expertbench.connections import JsonClient
+from pytest_expertbench.clients import ClientPool, RateLimiter
 from pytest_expertbench.records import Completion, Request, TargetError, one_line
 from pytest_expertbench.targets import Target
 
@@ -45,6 +43,9 @@ class EngineSettings:
     timeout_s: float = 120.0
     max_retries: int = 4
     requests_per_minute: float | None = None
+    # A Retry-After above this fails the attempt at once: a server asking to wait an
+    # hour would otherwise hold its request (and the item) for that hour.
+    max_retry_after_s: float = 60.0
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
 
@@ -59,6 +60,8 @@ class BenchmarkStats:
     retries: int = 0
     cached: int = 0
     elapsed_s: float = 0.0  # first start → last finish
+    not_asked: int = 0  # errors because the breaker had opened (counted in errors too)
+    stopped: str | None = None  # why the engine stopped asking, once it refused a request
 
 
 @dataclass
@@ -68,66 +71,24 @@ class _Counters:
     errors: int = 0
     retries: int = 0
     cached: int = 0
+    not_asked: int = 0
     first_start: float | None = None
     last_finish: float | None = None
 
-    def snapshot(self) -> BenchmarkStats:
+    def snapshot(self, stopped: str | None) -> BenchmarkStats:
         elapsed = 0.0
         if self.first_start is not None and self.last_finish is not None:
             elapsed = max(0.0, self.last_finish - self.first_start)
         return BenchmarkStats(
-            self.asked, self.done, self.errors, self.retries, self.cached, elapsed
+            self.asked,
+            self.done,
+            self.errors,
+            self.retries,
+            self.cached,
+            elapsed,
+            self.not_asked,
+            stopped if self.not_asked else None,
         )
-
-
-class _RateLimiter:
-    """A token bucket of one token: requests are spaced 60/rpm seconds apart."""
-
-    def __init__(self, requests_per_minute: float) -> None:
-        self.interval = 60.0 / requests_per_minute
-        self.next_slot = 0.0
-
-    async def acquire(self) -> None:
-        now = time.monotonic()
-        slot = max(now, self.next_slot)
-        self.next_slot = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-
-class _ClientPool:
-    """One keep-alive client (an httpcore pool of one connection) per request in flight.
-
-    httpcore scans every connection and waiting request of its pool on each request:
-    against tests/support/fake_openai.py, 32 requests in flight cost 1.7 ms of CPU
-    per request through one pool of 32 connections, 0.58 ms through pools of 4 and
-    0.45 ms through pools of 1. Each request in flight borrows a slot with its own
-    client: nothing queues inside httpcore, and the server sees at most
-    ``concurrency`` keep-alive connections, as with one big pool. Used only on the
-    engine's loop thread.
-    """
-
-    def __init__(self, concurrency: int) -> None:
-        self._free = list(range(concurrency - 1, -1, -1))  # a stack: warm slots first
-        self._clients: dict[int, JsonClient] = {}
-        self._ssl: ssl.SSLContext | None = None
-
-    def acquire(self) -> tuple[int, JsonClient]:
-        slot = self._free.pop()
-        client = self._clients.get(slot)
-        if client is None:
-            if self._ssl is None:  # one context for all: building one costs ~40 ms
-                self._ssl = httpx.create_ssl_context()
-            client = self._clients[slot] = JsonClient(1, self._ssl)
-        return slot, client
-
-    def release(self, slot: int) -> None:
-        self._free.append(slot)
-
-    async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
 
 
 @dataclass(frozen=True)
@@ -160,6 +121,16 @@ class _CacheCounters:
 def is_cacheable(request: Request) -> bool:
     """Only a deterministic request may be answered from the cache."""
     return request.generation.get("temperature", 0) == 0 or "seed" in request.generation
+
+
+def is_storable(completion: Completion) -> bool:
+    """Only an answer with text or tool calls is kept in the cache.
+
+    An empty answer (``content: null`` without tool calls, or blank text) is what a
+    server mid-restart or out of memory sends too: cached, it would be served again
+    on every run after the server is fixed. Errors never get here.
+    """
+    return bool(completion.tool_calls) or bool(completion.text.strip())
 
 
 class Engine:
@@ -205,11 +176,12 @@ class Engine:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._clients = _ClientPool(settings.concurrency)
+        self._clients = ClientPool(settings.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._limiter = (
-            _RateLimiter(settings.requests_per_minute) if settings.requests_per_minute else None
+            RateLimiter(settings.requests_per_minute) if settings.requests_per_minute else None
         )
+        self._breaker = Breaker(target.name, threshold_for(settings.concurrency))
 
     # ------------------------------------------------------------------ caller's side
 
@@ -254,7 +226,8 @@ class Engine:
 
     def stats(self) -> Mapping[str, BenchmarkStats]:
         with self._lock:
-            return {name: counters.snapshot() for name, counters in self._counters.items()}
+            stopped = self._breaker.reason
+            return {name: c.snapshot(stopped) for name, c in self._counters.items()}
 
     def cache_stats(self) -> Mapping[str, CacheStats]:
         with self._lock:
@@ -376,12 +349,14 @@ class Engine:
         finally:
             with self._lock:
                 self._in_flight -= 1
+        self._breaker.record(outcome)
         with self._lock:
             self._finished[request.key] = outcome
             self._state[request.key] = _FINISHED
             counters = self._count(request)
             counters.done += 1
             counters.errors += isinstance(outcome, TargetError)
+            counters.not_asked += isinstance(outcome, NotAsked)
             counters.cached += isinstance(outcome, Completion) and outcome.cached
             counters.last_finish = time.monotonic()
             self._lock.notify_all()
@@ -396,7 +371,7 @@ class Engine:
                 return stored.completion
         completion = await self._ask_with_retries(request)
         self._heard(request, completion)
-        if cache is not None:
+        if cache is not None and is_storable(completion):
             await asyncio.to_thread(cache.put, key, completion)
         return completion
 
@@ -432,19 +407,40 @@ class Engine:
         return request if self._reads_fields else replace(request, fields={})
 
     async def _ask_with_retries(self, request: Request) -> Completion:
+        """The answer after at most ``max_retries`` retries; none once the breaker is open."""
+        refusal = self._breaker.refusal()
+        if refusal is not None:
+            raise refusal
         attempt = 0
         while True:
             attempt += 1
             try:
                 completion = await self._ask_once(request)
             except TargetError as error:
-                if not error.retryable or attempt > self.settings.max_retries:
+                error = self._capped(error)
+                if (
+                    not error.retryable
+                    or attempt > self.settings.max_retries
+                    or self._breaker.is_open
+                ):
                     raise _final(error, attempt) from None
                 with self._lock:
                     self._count(request).retries += 1
-                await asyncio.sleep(self._backoff(attempt, error.retry_after))
+                if await self._breaker.sleep(self._backoff(attempt, error.retry_after)):
+                    raise _final(error, attempt) from None
             else:
                 return replace(completion, attempts=attempt)
+
+    def _capped(self, error: TargetError) -> TargetError:
+        """``error``, made final when the server asks to wait longer than the cap."""
+        cap = self.settings.max_retry_after_s
+        if error.retry_after is None or error.retry_after <= cap:
+            return error
+        return TargetError(
+            f"{error.message}: the server asked to wait {error.retry_after:g} s, "
+            f"above the {cap:g} s cap (max_retry_after_s)",
+            status=error.status,
+        )
 
     async def _ask_once(self, request: Request) -> Completion:
         if self._limiter is not None:
@@ -503,4 +499,5 @@ def _final(error: TargetError, attempts: int) -> TargetError:
         retryable=error.retryable,
         retry_after=error.retry_after,
         status=error.status,
+        connection_failed=error.connection_failed,
     )

@@ -28,9 +28,9 @@ class TargetPool:
     """Asks any target of a targets file by name (the scorers' :class:`Asker`).
 
     ``settings`` are the run's engine settings; a target's own ``concurrency``,
-    ``timeout_s``, ``max_retries`` and ``requests_per_minute`` override them, as
-    they do for the model under test. The pool does not own ``cache``: whoever
-    opened it closes it, after :meth:`close`.
+    ``timeout_s``, ``max_retries``, ``max_retry_after_s`` and ``requests_per_minute``
+    override them, as they do for the model under test. The pool does not own
+    ``cache``: whoever opened it closes it, after :meth:`close`.
     """
 
     def __init__(
@@ -136,5 +136,6 @@ class TargetPool:
             concurrency=spec.concurrency or self._settings.concurrency,
             timeout_s=spec.timeout_s,
             max_retries=spec.max_retries,
+            max_retry_after_s=spec.max_retry_after_s,
             requests_per_minute=spec.requests_per_minute,
         )

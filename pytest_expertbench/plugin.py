@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -35,10 +35,12 @@ from pytest_expertbench.records import (
 
 if TYPE_CHECKING:  # the rest is imported when a benchmark run needs it: a plain test
     # run with this plugin installed pays nothing for numpy, httpx or the datasets library
+    from _pytest._code.code import TerminalRepr, TracebackStyle
+
     from pytest_expertbench import report
     from pytest_expertbench.cache import ResponseCache
     from pytest_expertbench.config import TargetsFile, TargetSpec
-    from pytest_expertbench.engine import Engine
+    from pytest_expertbench.engine import BenchmarkStats, Engine
     from pytest_expertbench.judging import TargetPool
     from pytest_expertbench.run import Plan, PlannedBenchmark, Settings
     from pytest_expertbench.servers import ManagedServer
@@ -236,12 +238,23 @@ class ProcessRun:
         return self.pool.engine(self.plan.target.name)
 
     def request_stats(self) -> dict[str, dict[str, float]]:
+        """Each benchmark's request counts (the numbers of its engine stats)."""
+        stats = {
+            name: {k: float(v) for k, v in asdict(s).items() if k != "stopped"}
+            for name, s in self._engine_stats().items()
+        }
         engine = self.pool.built(self.plan.target.name)
-        stats = engine.stats() if engine is not None else {}
-        counts = {name: {k: float(v) for k, v in asdict(s).items()} for name, s in stats.items()}
         for name, cached in (engine.cache_stats() if engine is not None else {}).items():
-            counts.get(name, {}).update(cached.counts())  # cached_from:<run id>, … (engine.py)
-        return counts
+            stats.get(name, {}).update(cached.counts())  # cached_from:<run id>, … (engine.py)
+        return stats
+
+    def stopped_reasons(self) -> dict[str, str]:
+        """Why the engine stopped asking, for each benchmark it refused requests of."""
+        return {name: s.stopped for name, s in self._engine_stats().items() if s.stopped}
+
+    def _engine_stats(self) -> Mapping[str, BenchmarkStats]:
+        engine = self.pool.built(self.plan.target.name)
+        return engine.stats() if engine is not None else {}
 
     def open_cache(self) -> ResponseCache | None:
         from pytest_expertbench.cache import ResponseCache
@@ -272,6 +285,7 @@ class Collected:
     outcomes: list[report.BenchmarkResult] | None = None
     problems: list[str] = field(default_factory=list)
     requests: dict[str, dict[str, float]] = field(default_factory=dict)  # per benchmark
+    stopped: dict[str, str] = field(default_factory=dict)  # why a benchmark's engine stopped
 
     def add_request_stats(self, stats: dict[str, dict[str, float]]) -> None:
         """Add one process's request counts (xdist workers each send theirs)."""
@@ -284,8 +298,14 @@ class Collected:
                     else total.get(name, 0.0) + value
                 )
 
+    def add_stopped(self, reasons: Mapping[str, str]) -> None:
+        """Keep the first reason each benchmark's requests stopped (a worker's or ours)."""
+        for benchmark, reason in reasons.items():
+            self.stopped.setdefault(benchmark, reason)
+
 
 STATS_KEY = "expertbench_requests"  # a worker's request counts, in its workeroutput
+STOPPED_KEY = "expertbench_stopped"  # why a worker's engine stopped asking, per benchmark
 RUN_KEY = pytest.StashKey[ProcessRun]()
 COLLECTED_KEY = pytest.StashKey[Collected]()
 RECORD_KEY = pytest.StashKey[dict[str, Any]]()
@@ -484,6 +504,8 @@ def pytest_configure_node(node: Any) -> None:
 def pytest_testnodedown(node: Any, error: Any) -> None:
     collected = node.config.stash.get(COLLECTED_KEY, None)
     stats = getattr(node, "workeroutput", {}).get(STATS_KEY)
+    if collected is not None:
+        collected.add_stopped(getattr(node, "workeroutput", {}).get(STOPPED_KEY, {}))
     if collected is not None and stats:
         collected.add_request_stats(stats)
 
@@ -593,6 +615,27 @@ class BenchmarkItem(pytest.Item):
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.name
 
+    # pytest formats a traceback for every failure (call: repr_failure; setup and teardown:
+    # _repr_failure_py): ~80 ms of CPU for each errored item, 150 times the cost of a passing
+    # one, which a run against a dead server pays on every item. An ExampleError is reported
+    # as its one line, built without a traceback; pytest keeps a str longrepr as it is.
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, ExampleError):
+            return self._one_line(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def _repr_failure_py(  # type: ignore[override]  # a str longrepr, as repr_failure's
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, ExampleError):
+            return self._one_line(excinfo.value)
+        return super()._repr_failure_py(excinfo, style)
+
+    def _one_line(self, error: ExampleError) -> str:
+        return f"{self.nodeid}: {error}"
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Decide once whether waiting items print progress lines, and where."""
@@ -677,8 +720,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rep = yield
     if not isinstance(item, BenchmarkItem):
         return rep
-    if call.excinfo is not None and call.excinfo.errisinstance(ExampleError):
-        rep.longrepr = f"{item.nodeid}: {call.excinfo.value}"
     if call.when == "teardown" and RECORD_KEY in item.stash:
         rep.expertbench = item.stash[RECORD_KEY]  # JSON-plain: crosses xdist with the report
     return rep
@@ -725,8 +766,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     if collected is None:  # an xdist worker: its counts go to the controller
         config.workeroutput[STATS_KEY] = run.request_stats()  # type: ignore[attr-defined]
+        config.workeroutput[STOPPED_KEY] = run.stopped_reasons()  # type: ignore[attr-defined]
         return
     collected.add_request_stats(run.request_stats())
+    collected.add_stopped(run.stopped_reasons())
     _finish_cached_run(session, run, collected)
     if collected.writer is not None:
         collected.writer.close()
@@ -808,7 +851,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if config.get_verbosity() >= 0:
         for benchmark, counts in sorted(collected.requests.items()):
             terminalreporter.write_line(
-                request_line(benchmark, counts, this_run=run.plan.settings.run_id)
+                request_line(
+                    benchmark,
+                    counts,
+                    collected.stopped.get(benchmark),
+                    this_run=run.plan.settings.run_id,
+                )
             )
     for outcome in collected.outcomes:
         if outcome.baseline_note:
@@ -821,7 +869,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"results: {run.plan.settings.report_dir}")
 
 
-def request_line(benchmark: str, counts: dict[str, float], *, this_run: str = "") -> str:
+def request_line(
+    benchmark: str, counts: dict[str, float], stopped: str | None = None, *, this_run: str = ""
+) -> str:
+    """One benchmark's request counts; ``stopped``: why the engine stopped asking, said once
+    here rather than on every item it refused."""
     line = (
         f"requests {benchmark}: {counts['asked']:.0f} asked, {counts['done']:.0f} answered, "
         f"{counts['errors']:.0f} failed, {counts['retries']:.0f} retries, "
@@ -832,6 +884,8 @@ def request_line(benchmark: str, counts: dict[str, float], *, this_run: str = ""
             f", {counts['cache_stale']:.0f} stored answers not served "
             "(the server reports another system_fingerprint)"
         )
+    if stopped:
+        line += f"; {counts.get('not_asked', 0.0):.0f} not asked, stopped asking: {stopped}"
     return line
 
 

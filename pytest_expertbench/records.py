@@ -78,7 +78,12 @@ def one_line(text: str, limit: int = 200) -> str:
 
 
 class TargetError(Exception):
-    """A request that failed; ``retryable`` tells the engine whether to try again."""
+    """A request that failed; ``retryable`` tells the engine whether to try again.
+
+    ``connection_failed`` marks a request that never reached the server (refused,
+    reset, no such host, httpcore's connect timeout): the engine stops asking a target
+    whose requests keep failing that way (see :mod:`pytest_expertbench.breaker`).
+    """
 
     def __init__(
         self,
@@ -87,12 +92,14 @@ class TargetError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         status: int | None = None,
+        connection_failed: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+        self.connection_failed = connection_failed
 
 
 @dataclass(frozen=True)

@@ -308,7 +308,10 @@ def save_baseline(plan: Plan, planned: PlannedBenchmark, snapshot: Snapshot) -> 
 
     A baseline of another dataset (fingerprint) is kept: replacing it must be a
     deliberate act (delete the file), never a side effect of a partial run (-k, -x).
+    A run that scored no example (its model unreachable) has nothing to keep.
     """
+    if not snapshot.examples:
+        return "not saved: no example was scored"
     path = baselines.baseline_path(
         plan.settings.baseline_dir, plan.target.name, planned.suite, planned.benchmark.name
     )

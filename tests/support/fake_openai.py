@@ -21,7 +21,8 @@ The subprocess is scripted with ``POST /_control`` ({"match", "faults"} or
 Faults, each consumed by one request: ``"500"`` (any status), ``"429:1"`` (a status
 with Retry-After seconds), ``"drop"`` (close the connection without an answer),
 ``"timeout"`` (never answer, until the server stops), ``"malformed"`` (200 with a
-body that is not JSON), ``"empty"`` (200 with no choices).
+body that is not JSON), ``"empty"`` (200 with no choices), ``"null"`` (200 with a
+message whose ``content`` is null, and no tool calls).
 
 Connections are counted too (``connections`` accepted, ``max_open`` at once), for tests
 of a client's connection pool; ``close_connections()`` closes the open ones as a server's
@@ -301,6 +302,12 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         if fault == "empty":
             self._send(200, {"id": "x", "object": "chat.completion", "choices": []})
+            return True
+        if fault == "null":
+            message = {"role": "assistant", "content": None}
+            self._send(
+                200, {"id": "x", "object": "chat.completion", "choices": [{"message": message}]}
+            )
             return True
         status, _, retry_after = fault.partition(":")
         if status.isdigit():
