@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import yaml
 
@@ -88,6 +88,8 @@ class MetricSpec:
     direction: Direction
     unit: str = ""
     threshold: Threshold | None = None
+    gate: Literal["threshold", "significant", "both"] | None = None  # None: the session's
+    alpha: float | None = None
 
 
 @dataclass(frozen=True)
@@ -363,7 +365,19 @@ def _metrics(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> tuple[MetricSp
             if sub.has("threshold")
             else None
         )
-        sub.reject_unknown("of agg direction unit threshold")
+        gate = sub.text("gate", default=None)
+        if gate not in (None, "threshold", "significant", "both"):
+            raise ConfigError(
+                reader.path,
+                sub.key("gate"),
+                f"expected threshold, significant or both, got {gate!r}",
+            )
+        alpha = (
+            parse_alpha(sub.get("alpha"), reader.path, sub.key("alpha"))
+            if sub.has("alpha")
+            else None
+        )
+        sub.reject_unknown("of agg direction unit threshold gate alpha")
         metrics.append(
             MetricSpec(
                 name=str(name),
@@ -372,6 +386,8 @@ def _metrics(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> tuple[MetricSp
                 direction=cast(Direction, direction),
                 unit=sub.text("unit", default=""),
                 threshold=threshold,
+                gate=gate,
+                alpha=alpha,
             )
         )
     return tuple(metrics)
@@ -390,12 +406,18 @@ def _item_pass(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> ItemPass | N
 
 
 def parse_threshold(raw: Any, path: Path | str, key: str) -> Threshold:
-    """``0.05``, ``"5%"``, ``{rel: 0.05}`` or ``{abs: 0.02}``."""
+    """``0.05``, ``"5%"``, ``{rel: 0.05}`` or ``{abs: 0.02}``.
+
+    A relative threshold above 1 is refused: ``50`` meant as 50 % would silently be
+    5000 %, and no metric may move by more than all of itself and still pass.
+    """
     expected = "expected a fraction (0.05), a percentage ('5%'), {rel: 0.05} or {abs: 0.02}"
     if isinstance(raw, Mapping) and len(raw) == 1:
         ((kind, value),) = raw.items()
-        if kind in ("rel", "abs") and _is_number(value) and value >= 0:
-            return Threshold(rel=float(value)) if kind == "rel" else Threshold(abs=float(value))
+        if kind in ("rel", "abs") and _is_number(value) and value >= 0 and math.isfinite(value):
+            if kind == "abs":
+                return Threshold(abs=float(value))
+            return Threshold(rel=_fraction(float(value), path, key, f"{value!r}"))
         raise ConfigError(path, key, expected)
     if isinstance(raw, str) and raw.strip().endswith("%"):
         try:
@@ -403,10 +425,26 @@ def parse_threshold(raw: Any, path: Path | str, key: str) -> Threshold:
         except ValueError:
             raise ConfigError(path, key, expected) from None
         if value >= 0 and math.isfinite(value):
-            return Threshold(rel=value)
-    if _is_number(raw) and raw >= 0:
-        return Threshold(rel=float(raw))
+            return Threshold(rel=_fraction(value, path, key, repr(raw), hint=False))
+    if _is_number(raw) and raw >= 0 and math.isfinite(raw):
+        return Threshold(rel=_fraction(float(raw), path, key, f"{raw!r}"))
     raise ConfigError(path, key, expected)
+
+
+def _fraction(value: float, path: Path | str, key: str, shown: str, *, hint: bool = True) -> float:
+    if value > 1:
+        hint_text = f" (write '{value:g}%' for {value:g} %)" if hint and value <= 100 else ""
+        raise ConfigError(
+            path, key, f"a relative threshold is at most 1 (100 %), got {shown}{hint_text}"
+        )
+    return value
+
+
+def parse_alpha(raw: Any, path: Path | str, key: str) -> float:
+    """The gate's significance level: a number strictly between 0 and 1."""
+    if _is_number(raw) and math.isfinite(raw) and 0 < raw < 1:
+        return float(raw)
+    raise ConfigError(path, key, f"expected a number between 0 and 1 (0.05), got {raw!r}")
 
 
 def load_targets(path: Path) -> TargetsFile:

@@ -234,7 +234,7 @@ def _compare_metric(
         return _row(name, metric, rule, "new")
     old, new = old_metric.value, metric.value
     finite = math.isfinite(new)
-    short = _coverage_gap(metric, current, rule) if finite else None
+    short = _coverage_gap(metric, current, rule)
     band = gate_status(old, new, metric.direction, rule.threshold)
     return replace(
         _row(name, metric, rule, "incomplete" if short else band, baseline=old, reason=short),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from pytest_expertbench import hookspecs
+from pytest_expertbench.gate_items import CONCLUDE_KEY, GATES_KEY
 from pytest_expertbench.records import (
     Completion,
     Example,
@@ -88,6 +89,17 @@ OPTIONS = (
     _Option("baseline", "compare against this baseline label [the target's name]", metavar="LABEL"),
     _Option("save-baseline", "write this run as the target's baseline", "bool"),
     _Option("threshold", "relative threshold of metrics without their own [0.05]", metavar="T"),
+    _Option(
+        "gate",
+        "a regression is beyond the threshold, significant, or both [both]",
+        metavar="threshold|significant|both",
+    ),
+    _Option("alpha", "significance level of the gate's paired tests [0.05]", metavar="A"),
+    _Option(
+        "coverage",
+        "a metric scored on fewer than this share of the examples run is incomplete [0.9]",
+        metavar="F",
+    ),
     _Option(
         "report-dir", "where results.jsonl and summary.md go [reports/expertbench/<run-id>]", "path"
     ),
@@ -169,6 +181,7 @@ def _ini_dir(config: pytest.Config) -> Path:
 
 def settings_from(config: pytest.Config, suites: str) -> Settings:
     from pytest_expertbench.config import ConfigError, parse_threshold
+    from pytest_expertbench.gate import GATE_MODES
     from pytest_expertbench.run import CacheMode, Settings, run_id
 
     root = _ini_dir(config)
@@ -188,6 +201,11 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         threshold = parse_threshold(_number_or_text(threshold_text), "--expert-bench-threshold", "")
     except ConfigError as exc:
         raise pytest.UsageError(f"--expert-bench-threshold: {exc.message}") from None
+    gate = _value(config, "gate") or "both"
+    if gate not in GATE_MODES:
+        raise pytest.UsageError(
+            f"--expert-bench-gate: expected threshold, significant or both, got {gate!r}"
+        )
     return Settings(
         suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
         bench_dir=bench_dir,
@@ -197,6 +215,9 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         baseline_label=_value(config, "baseline"),
         save_baseline=bool(_value(config, "save-baseline")),
         threshold=threshold,
+        gate=gate,
+        alpha=_fraction_option(config, "alpha", 0.05, inclusive=False),
+        coverage=_fraction_option(config, "coverage", 0.9, inclusive=True),
         report_dir=_value(config, "report-dir") or root / "reports" / "expertbench" / this_run,
         concurrency=_value(config, "concurrency") or 16,
         limit=_value(config, "limit"),
@@ -207,6 +228,22 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         record=_value(config, "record"),
         progress_s=5.0 if progress is None else progress,  # 0 is a value: never
     )
+
+
+def _fraction_option(config: pytest.Config, name: str, default: float, *, inclusive: bool) -> float:
+    """A number in (0, 1) (``alpha``) or [0, 1] (``coverage``), refused with its flag's name."""
+    text = _value(config, name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    inside = 0 <= value <= 1 if inclusive else 0 < value < 1
+    if not inside:
+        span = "from 0 to 1" if inclusive else "between 0 and 1 (exclusive)"
+        raise pytest.UsageError(f"--expert-bench-{name}: expected a number {span}, got {text!r}")
+    return value
 
 
 def _number_or_text(text: str) -> float | str:
@@ -285,6 +322,7 @@ class Collected:
     outcomes: list[report.BenchmarkResult] | None = None
     problems: list[str] = field(default_factory=list)
     requests: dict[str, dict[str, float]] = field(default_factory=dict)  # per benchmark
+    gates: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # dropped by workers
     stopped: dict[str, str] = field(default_factory=dict)  # why a benchmark's engine stopped
 
     def add_request_stats(self, stats: dict[str, dict[str, float]]) -> None:
@@ -346,6 +384,7 @@ def pytest_configure(config: pytest.Config) -> None:
         run.close()
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_KEY] = run
+    config.stash[CONCLUDE_KEY] = conclude_session
     if _is_controller(config):
         _interrupt_on_sigterm(config)
         _start_servers(run)
@@ -508,6 +547,9 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         collected.add_stopped(getattr(node, "workeroutput", {}).get(STOPPED_KEY, {}))
     if collected is not None and stats:
         collected.add_request_stats(stats)
+    for gate in getattr(node, "workeroutput", {}).get(GATES_KEY, ()):
+        if collected is not None:
+            collected.gates[gate[0]] = tuple(gate)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -536,8 +578,11 @@ class BenchmarkFile(pytest.File):
 
     planned: PlannedBenchmark
 
-    def collect(self) -> Iterator[BenchmarkItem]:
+    def collect(self) -> Iterator[pytest.Item]:
+        from pytest_expertbench.gate_items import make_gate
+
         bench = self.planned.benchmark
+        self.example_items: list[BenchmarkItem] = []
         for example in self.planned.examples.examples:
             name = f"{bench.name}[{_safe_id(example.id)}]"
             # A string node id is parsed the way --lf and -k parse one (name + params).
@@ -547,7 +592,12 @@ class BenchmarkFile(pytest.File):
             item.example = example
             for marker in bench.markers:
                 item.add_marker(marker)
+            self.example_items.append(item)
             yield item
+        gate = make_gate(self, bench.name)
+        for marker in bench.markers:
+            gate.add_marker(marker)
+        yield gate
 
 
 def _safe_id(example_id: str) -> str:
@@ -755,15 +805,13 @@ class ResultSink:
             collected.problems.append(f"cannot write {collected.partial}: {exc}")
 
 
+@pytest.hookimpl(tryfirst=True)  # before junitxml writes its file: the gates are in it
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     collected = config.stash.get(COLLECTED_KEY, None)
     run = config.stash.get(RUN_KEY, None)
     if run is None:
         return
-    from pytest_expertbench.baseline import BaselineError
-    from pytest_expertbench.run import conclude
-
     if collected is None:  # an xdist worker: its counts go to the controller
         config.workeroutput[STATS_KEY] = run.request_stats()  # type: ignore[attr-defined]
         config.workeroutput[STOPPED_KEY] = run.stopped_reasons()  # type: ignore[attr-defined]
@@ -771,8 +819,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     collected.add_request_stats(run.request_stats())
     collected.add_stopped(run.stopped_reasons())
     _finish_cached_run(session, run, collected)
+    outcomes = conclude_session(session)
+    if collected.gates:
+        from pytest_expertbench.gate_items import report_on_controller
+
+        report_on_controller(config, list(collected.gates.values()), outcomes)
+    failed = any(o.verdict.failed for o in outcomes) or bool(collected.problems)
+    if failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def conclude_session(session: pytest.Session) -> list[report.BenchmarkResult]:
+    """Aggregate, compare, save and write the reports, once: at the first gate item that
+    runs, else at the end of the session (every example has reported by then)."""
+    from pytest_expertbench.baseline import BaselineError
+    from pytest_expertbench.run import conclude
+
+    config = session.config
+    collected, run = config.stash[COLLECTED_KEY], config.stash[RUN_KEY]
+    if collected.outcomes is not None:
+        return collected.outcomes
     if collected.writer is not None:
         collected.writer.close()
+        collected.writer = None
     try:
         interrupted = session.exitstatus in (
             pytest.ExitCode.INTERRUPTED,
@@ -784,9 +853,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         collected.problems.append(f"could not finish the reports: {exc}")
         outcomes = []
     collected.outcomes = outcomes
-    failed = any(o.verdict.failed for o in outcomes) or bool(collected.problems)
-    if failed and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return outcomes
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Gates after every example (they judge them all); xdist workers leave theirs to the
+    controller, which holds the results."""
+    if RUN_KEY not in config.stash:
+        return
+    from pytest_expertbench.gate_items import drop_from_worker, order_items
+
+    order_items(items)
+    if not _is_controller(config):
+        drop_from_worker(config, items)
 
 
 def _finish_cached_run(session: pytest.Session, run: ProcessRun, collected: Collected) -> None:
@@ -807,6 +887,7 @@ def write_reports(
     plan: Plan, outcomes: Sequence[report.BenchmarkResult], collected: Collected
 ) -> None:
     from pytest_expertbench import report
+    from pytest_expertbench import summary as summaries
     from pytest_expertbench.files import atomic_write_text
 
     directory = plan.settings.report_dir
@@ -819,7 +900,7 @@ def write_reports(
         rows += [report.example_row(e) for e in outcome.examples]
         rows += report.metric_rows(outcome, plan.settings.threshold)
     atomic_write_text(directory / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    summary = report.markdown(outcomes)
+    summary = summaries.markdown(outcomes)
     atomic_write_text(directory / "summary.md", summary)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
@@ -838,16 +919,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     collected = config.stash.get(COLLECTED_KEY, None)
     if collected is None or collected.outcomes is None:
         return
-    from pytest_expertbench import report
+    from pytest_expertbench import summary as summaries
 
     run = config.stash[RUN_KEY]
     terminalreporter.write_sep("=", "expertbench")
     if not collected.outcomes:
         terminalreporter.write_line("no benchmark example ran: nothing compared")
-    for line in report.terminal_lines(collected.outcomes):
-        terminalreporter.write_line(
-            line, red=line.startswith("REGRESSION"), bold=line.startswith("REGRESSION")
-        )
+    for line in summaries.terminal_lines(collected.outcomes):
+        alarm = line.startswith(("REGRESSION", "INCOMPLETE", "Gate failed"))
+        terminalreporter.write_line(line, red=alarm, bold=alarm)
     if config.get_verbosity() >= 0:
         for benchmark, counts in sorted(collected.requests.items()):
             terminalreporter.write_line(

@@ -44,6 +44,7 @@ from pytest_expertbench.records import (
 from pytest_expertbench.report import BenchmarkResult
 from pytest_expertbench.scorers import Asker, ScoringError
 
+OPTIONAL_SCORES = frozenset({"tokens_per_s"})  # only where the server reports usage
 CacheMode = Literal["resume", "reuse", "refresh", "off"]
 
 
@@ -278,6 +279,13 @@ def make_snapshot(
     for spec in bench.metrics:
         values = [r.scores[spec.of] for r in scored if spec.of in r.scores]
         metric = aggregate(spec, bench.name, values, seed=plan.settings.seed)
+        if metric is None and spec.of not in OPTIONAL_SCORES:
+            # Nothing scored (every example errored): not a metric to drop in silence,
+            # but one the gate calls incomplete.
+            metric = MetricResult(
+                f"{bench.name}.{spec.name}", math.nan, None, 0, spec.direction, spec.unit,
+                {"agg": spec.agg, "of": spec.of},
+            )  # fmt: skip
         if metric is not None:
             metrics[spec.name] = replace(
                 metric, meta={**metric.meta, "errors": len(ran) - len(scored)}
