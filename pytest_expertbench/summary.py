@@ -20,7 +20,6 @@ HEADER = ["metric", "baseline", "current", "change", "threshold", "p", "detects"
 _TEST_NAMES = {
     "mcnemar": "exact McNemar",
     "permutation": "paired permutation",
-    "bootstrap": "paired bootstrap",
     "unpaired-z": "unpaired z-test: the baseline has no per-example scores",
 }
 
@@ -82,10 +81,11 @@ def format_p(row: MetricComparison) -> str:
 
 
 def format_detectable(row: MetricComparison) -> str:
-    """The smallest move this comparison could flag: ``≥ 33 %``, or ``≥ 0.02`` from a 0 baseline."""
+    """The smallest move this comparison could flag: ``≥ 33 %``, or ``≥ 0.02`` where the
+    threshold is absolute (or the baseline 0), in the threshold's own terms."""
     if row.detectable is None:
         return "—"
-    if row.detectable_rel is not None:
+    if row.detectable_rel is not None and row.threshold.abs is None:
         return f"≥ {row.detectable_rel * 100:.3g} %"
     return "≥ " + format_value(row.detectable, row.unit)
 

@@ -294,14 +294,14 @@ def test_a_baseline_without_example_scores_gets_the_unpaired_test() -> None:
     assert row.status == "regression"
 
 
-def test_latency_percentiles_are_tested_by_a_paired_bootstrap() -> None:
+def test_latency_percentiles_are_tested_by_a_paired_permutation_test() -> None:
     rng = np.random.default_rng(1)
     base = list(rng.lognormal(5, 0.3, size=200))
     slower = [v * 1.5 for v in base]
     noisy = [v * float(rng.uniform(0.9, 1.1)) for v in base]
     lat = {"agg": "p95", "direction": "lower", "of": "latency_ms"}
     (row,) = compare(*scored(base, slower, **lat)).metrics  # type: ignore[arg-type]
-    assert row.test is not None and row.test.method == "bootstrap"
+    assert row.test is not None and row.test.method == "permutation"
     assert row.status == "regression"
     (same,) = compare(*scored(base, noisy, **lat)).metrics  # type: ignore[arg-type]
     assert same.status in ("ok", "inconclusive")
