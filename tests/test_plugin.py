@@ -22,13 +22,15 @@ def test_without_the_option_the_plugin_adds_nothing(project: Project) -> None:
 def test_every_example_is_an_item_with_a_readable_id(project: Project) -> None:
     result = project.run("--expert-bench=quick", "--collect-only", "-q")
     lines = [line for line in result.stdout.lines if "::" in line]
-    assert lines == [f"benchmarks_suites/mini.yaml::mini[{q}]" for q, _, _ in QUESTIONS]
+    examples = [f"benchmarks_suites/mini.yaml::mini[{q}]" for q, _, _ in QUESTIONS]
+    assert lines == [*examples, "benchmarks_suites/mini.yaml::mini::gate"]  # the gate last
 
 
 def test_a_run_scores_aggregates_and_writes_reports(project: Project) -> None:
     project.set_replay(replay_rows("mini", wrong=["q1", "q4"]))
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(passed=6)  # a wrong answer is a score, not a failure
+    # a wrong answer is a score, not a failure; the gate skips: no baseline yet
+    result.assert_outcomes(passed=6, skipped=1)
     assert result.ret == 0
     rows = project.results()
     examples = [r for r in rows if r["type"] == "example"]
@@ -48,6 +50,7 @@ def test_a_run_scores_aggregates_and_writes_reports(project: Project) -> None:
 
 def test_a_regression_fails_the_session_even_when_every_item_passed(project: Project) -> None:
     saved = project.run("--expert-bench=quick", "--expert-bench-save-baseline", OUT)
+    saved.assert_outcomes(passed=6, skipped=1)
     assert saved.ret == 0
     baseline = project.root / "baselines" / "demo" / "quick" / "mini.json"
     doc = json.loads(baseline.read_text())
@@ -57,8 +60,9 @@ def test_a_regression_fails_the_session_even_when_every_item_passed(project: Pro
 
     project.set_replay(replay_rows("mini", wrong=["q0", "q1", "q2", "q4", "q5"]))
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=6, failed=1)  # every example passed; the gate failed
     assert result.ret == 1
+    result.stdout.fnmatch_lines(["FAILED benchmarks_suites/mini.yaml::mini::gate*"])
     result.stdout.fnmatch_lines(["*REGRESSION mini.accuracy*1.0000*0.1667*p = 0.031*McNemar*"])
     row = project.metric(project.results(), "mini.accuracy")
     assert (row["status"], row["test"], row["p_value"]) == ("regression", "mcnemar", 1 / 32)
@@ -120,21 +124,24 @@ def test_suite_sample_is_seeded_and_stable(project: Project) -> None:
     def ids(result: pytest.RunResult) -> list[str]:
         return [line for line in result.stdout.lines if "::" in line]
 
-    assert len(ids(first)) == 3
+    assert len(ids(first)) == 4  # three examples and the gate
+    assert ids(first)[-1] == "benchmarks_suites/mini.yaml::mini::gate"
     assert ids(first) == ids(second)
     assert ids(other_seed) != ids(first)  # seeds 0 and 5 draw different rows of six
 
 
 def test_limit_caps_every_benchmark(project: Project) -> None:
     result = project.run("--expert-bench=quick", "--expert-bench-limit=2", "--collect-only", "-q")
-    assert len([line for line in result.stdout.lines if "::" in line]) == 2
+    lines = [line for line in result.stdout.lines if "::" in line]
+    assert len(lines) == 3  # two examples and the gate
+    assert lines[-1] == "benchmarks_suites/mini.yaml::mini::gate"
 
 
 def test_yaml_markers_become_marks_and_strict_markers_is_clean(project: Project) -> None:
     project.write("heavy.yaml", MINI_WITH_MARKERS)
     project.set_replay(replay_rows("mini") + replay_rows("gpu_mini"))
     result = project.run("--expert-bench=quick", "--strict-markers", "-m", "not gpu", OUT)
-    result.assert_outcomes(passed=6, deselected=6)
+    result.assert_outcomes(passed=6, skipped=1, deselected=7)  # gpu_mini's gate is marked too
     rows = project.results()
     assert {r["benchmark"] for r in rows if r["type"] == "example"} == {"mini"}
 
@@ -146,7 +153,7 @@ def test_k_selects_examples_and_a_partial_run_is_not_compared(project: Project) 
     project.run("--expert-bench=quick", "--expert-bench-save-baseline", OUT)
     project.set_replay(replay_rows("mini", wrong=["q0"]))
     result = project.run("--expert-bench=quick", "-k", "q0 or q1", OUT)
-    result.assert_outcomes(passed=2, deselected=4)
+    result.assert_outcomes(passed=2, deselected=5)  # the gate is not selected
     assert result.ret == 0  # other examples than the baseline's: not compared
     assert "not compared" in result.stdout.str()
 
@@ -168,7 +175,7 @@ def test_item_pass_fails_wrong_items_with_one_line(project: Project) -> None:
     project.write("mini.yaml", MINI_YAML_ITEM_PASS)
     project.set_replay(replay_rows("mini", wrong=["q1"]))
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(passed=5, failed=1)
+    result.assert_outcomes(passed=5, failed=1, skipped=1)  # the gate skips: no baseline
     result.stdout.fnmatch_lines(["*mini[[]q1[]]: item_pass: numeric_match = 0 < 1*"])
     assert "Traceback" not in result.stdout.str()
 
@@ -200,13 +207,13 @@ def test_record_writes_a_replay_file_that_reproduces_the_run(project: Project) -
     )
     project.pytester.makeini("[pytest]\npythonpath = .\n")
     first = project.run("--expert-bench=quick", "--expert-bench-record=recorded.jsonl", OUT)
-    first.assert_outcomes(passed=6)
+    first.assert_outcomes(passed=6, skipped=1)
     rows = [json.loads(line) for line in (project.root / "recorded.jsonl").read_text().splitlines()]
     assert {r["id"] for r in rows} == {q for q, _, _ in QUESTIONS}
     again = project.run(
         "--expert-bench=quick", "--expert-bench-target=again", "--expert-bench-report-dir=reports/b"
     )
-    again.assert_outcomes(passed=6)
+    again.assert_outcomes(passed=6, skipped=1)
     assert project.metric(project.results("b"), "mini.accuracy")["value"] == pytest.approx(
         project.metric(project.results(), "mini.accuracy")["value"]
     )
@@ -215,8 +222,15 @@ def test_record_writes_a_replay_file_that_reproduces_the_run(project: Project) -
 def test_a_missing_recorded_answer_errors_only_that_item(project: Project) -> None:
     project.set_replay([r for r in replay_rows("mini") if r["id"] != "q3"])
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(passed=5, errors=1)
-    result.stdout.fnmatch_lines(["*mini[[]q3[]]: model request failed: *q3*"])
+    # 5 of 6 scored is below the 90 % coverage: the gate fails the metric as incomplete
+    result.assert_outcomes(passed=5, errors=1, failed=1)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*mini[[]q3[]]: model request failed: *q3*",
+            "INCOMPLETE mini.accuracy: only 5 of 6 examples scored (below 90%): the rest errored",
+        ]
+    )
     accuracy = project.metric(project.results(), "mini.accuracy")
     assert accuracy["samples_used"] == 5
 
