@@ -57,18 +57,18 @@ def test_a_model_redeployed_under_the_same_name_is_asked_again(
 ) -> None:
     use_server(project, server.base_url)
     first = project.run("--expert-bench=quick", OUT)
-    first.assert_outcomes(passed=6)
+    first.assert_outcomes(passed=6, skipped=1)  # the gate skips: no baseline
     assert accuracy(project) == 1.0 and server.total == 6
     ((first_run,),) = cache_rows(project, "select run_id from runs where finished_at is not null")
 
     server.answers.update(WRONG)  # redeployed: same URL, same model name, worse answers
     reused = project.run("--expert-bench=quick", "--expert-bench-cache=reuse", OUT)
-    reused.assert_outcomes(passed=6)  # the old answers, on explicit request
+    reused.assert_outcomes(passed=6, skipped=1)  # the old answers, on explicit request
     assert accuracy(project) == 1.0 and server.total == 6
     reused.stdout.fnmatch_lines([f"requests mini: *6 from the cache (run {first_run})*"])
 
     again = project.run("--expert-bench=quick", OUT)  # the default: resume
-    again.assert_outcomes(passed=6)  # items pass; the metric says what changed
+    again.assert_outcomes(passed=6, skipped=1)  # items pass; the metric says what changed
     assert accuracy(project) == 0.0 and server.total == 12
     again.stdout.fnmatch_lines(["requests mini: 6 asked, 6 answered, *0 from the cache, *"])
 
@@ -84,13 +84,13 @@ def test_a_pinned_revision_is_served_across_runs_until_it_changes(
     project: Project, server: FakeOpenAI
 ) -> None:
     use_server(project, server.base_url, revision="sha256:0f0f")
-    project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6)
+    project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6, skipped=1)
     second = project.run("--expert-bench=quick", OUT)
-    second.assert_outcomes(passed=6)
+    second.assert_outcomes(passed=6, skipped=1)
     assert server.total == 6
     second.stdout.fnmatch_lines(["requests mini: *6 from the cache (run *)*"])
     use_server(project, server.base_url, revision="sha256:1e1e")
-    project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6)
+    project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6, skipped=1)
     assert server.total == 12
 
 
@@ -98,7 +98,7 @@ def test_an_answer_from_another_server_fingerprint_is_not_served(
     project: Project, server: FakeOpenAI
 ) -> None:
     use_server(project, server.base_url, concurrency=1)
-    project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6)
+    project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6, skipped=1)
     assert {fp for (fp,) in cache_rows(project, "select fingerprint from responses")} == {"fp_a"}
     # A first benchmark that nothing answered yet, so its live answers come first and
     # tell the run what the server is now.
@@ -151,7 +151,7 @@ def test_an_interrupted_run_of_a_managed_server_is_resumed_on_a_new_port(
     ((first_run,),) = cache_rows(project, "select run_id from runs")
 
     second = project.run("--expert-bench=quick", OUT)
-    second.assert_outcomes(passed=6)
+    second.assert_outcomes(passed=6, skipped=1)
     second.stdout.fnmatch_lines([f"requests mini: *{kept} from the cache (run {first_run})*"])
     assert stored() == 6  # the same keys whatever the port: {port} stays out of them
     finished = cache_rows(project, "select run_id from runs where finished_at is not null")
@@ -165,7 +165,7 @@ def test_xdist_workers_share_the_run_id_and_the_controller_finishes_it(
     use_server(project, server.base_url)
     project.write("twin.yaml", MINI_YAML.replace("name: mini", "name: twin"))
     result = project.run("--expert-bench=quick", "-n", "2", "--dist", "load", OUT, subprocess=True)
-    result.assert_outcomes(passed=12)
+    result.assert_outcomes(passed=12, skipped=2)  # the two gates: no baseline
     runs = cache_rows(project, "select run_id, finished_at is not null from runs")
     assert len(runs) == 1 and runs[0][1] == 1
 
