@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +24,7 @@ from pytest_expertbench.baseline import (
     Snapshot,
     parse_json,
 )
+from pytest_expertbench.files import atomic_write_text
 from pytest_expertbench.gate import MetricComparison, Verdict, counts
 from pytest_expertbench.records import ExampleResult, MetricResult, Threshold
 
@@ -331,3 +333,25 @@ def _header(row: dict[str, Any], reader: FieldReader) -> Snapshot:
         metrics={},
         examples={},
     )
+
+
+def write_run(
+    directory: Path,
+    results: Sequence[BenchmarkResult],
+    default_threshold: Threshold,
+    summary: str,
+) -> None:
+    """``results.jsonl`` and ``summary.md``, each written whole or not at all, and the
+    summary appended to ``$GITHUB_STEP_SUMMARY`` when a GitHub job set it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for result in results:
+        rows.append(run_row(result))
+        rows += [example_row(e) for e in result.examples]
+        rows += metric_rows(result, default_threshold)
+    atomic_write_text(directory / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(directory / "summary.md", summary)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as handle:
+            handle.write(summary + "\n")

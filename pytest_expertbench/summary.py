@@ -192,11 +192,20 @@ def _flagged(verdict: Verdict) -> tuple[MetricComparison, ...]:
 # --------------------------------------------------------------------------- markdown
 
 
-def markdown(results: Sequence[BenchmarkResult], *, title: str = "pytest-expertbench") -> str:
-    """A summary fit for a pull-request comment."""
+def markdown(
+    results: Sequence[BenchmarkResult],
+    *,
+    title: str = "pytest-expertbench",
+    requests: Mapping[str, str] | None = None,
+) -> str:
+    """A summary fit for a pull-request comment; ``requests`` holds each benchmark's request
+    line (asked, answered, from the cache and from which run)."""
     lines = [f"## {_escape(title)}", "", _escape(headline(results))]
     for result in results:
         lines += ["", *_markdown_benchmark(result)]
+        line = (requests or {}).get(result.snapshot.benchmark)
+        if line:
+            lines += ["", f"_{_escape(line)}_"]
     return "\n".join(lines) + "\n"
 
 
@@ -279,3 +288,54 @@ def align_columns(rows: Sequence[Sequence[str]]) -> list[str]:
         ]
         lines.append("  ".join(cells).rstrip())
     return lines
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def request_line(
+    benchmark: str, counts: dict[str, float], stopped: str | None = None, *, this_run: str = ""
+) -> str:
+    """One benchmark's request counts; ``stopped``: why the engine stopped asking, said once
+    here rather than on every item it refused."""
+    line = (
+        f"requests {benchmark}: {counts['asked']:.0f} asked, {counts['done']:.0f} answered, "
+        f"{counts['errors']:.0f} failed, {counts['retries']:.0f} retries, "
+        f"{counts['cached']:.0f} from the cache{cache_sources(counts, this_run)}{_rate(counts)}"
+    )
+    if counts.get("cache_stale"):
+        line += (
+            f", {counts['cache_stale']:.0f} stored answers not served "
+            "(the server reports another system_fingerprint)"
+        )
+    if stopped:
+        line += f"; {counts.get('not_asked', 0.0):.0f} not asked, stopped asking: {stopped}"
+    return line
+
+
+def cache_sources(counts: dict[str, float], this_run: str = "") -> str:
+    """Which runs the cached answers came from: `` (run 20261201-210405-1234)``, or with
+    counts when several (`` (run A: 4, this run: 2)``); "" when none came from the cache."""
+    runs = sorted(
+        (name.removeprefix("cached_from:"), n)
+        for name, n in counts.items()
+        if name.startswith("cached_from:") and n
+    )
+    names = [("this run" if run == this_run else f"run {run}", n) for run, n in runs]
+    if len(names) <= 1:
+        return f" ({names[0][0]})" if names else ""
+    return " (" + ", ".join(f"{name}: {n:.0f}" for name, n in names) + ")"
+
+
+def waiting_line(benchmark: str, counts: dict[str, float], example: str, waited_s: float) -> str:
+    got = {name: counts.get(name, 0.0) for name in ("asked", "done", "errors", "retries")}
+    return (
+        f"requests {benchmark}: {got['done']:.0f}/{got['asked']:.0f} answered{_rate(counts)}, "
+        f"{got['errors']:.0f} failed, {got['retries']:.0f} retries; "
+        f"{example} has waited {waited_s:.0f} s"
+    )
+
+
+def _rate(counts: dict[str, float]) -> str:
+    elapsed = counts.get("elapsed_s", 0.0)
+    return f", {counts.get('done', 0.0) / elapsed:.1f} req/s" if elapsed > 0 else ""

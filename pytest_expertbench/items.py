@@ -1,0 +1,205 @@
+"""The benchmark's pytest nodes: a file per benchmark, an item per example.
+
+An item asks the model in setup (an unreachable model errors the item) and scores in
+call. Before it waits, it hands the engine the requests this process will need next
+(the prefetch policy), so that many requests are in flight while items run one by one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_expertbench.records import Completion, Example, ExampleResult, Request, TargetError
+from pytest_expertbench.state import (
+    COMPLETION_KEY,
+    RECORD_KEY,
+    RUN_KEY,
+    ProcessRun,
+    result_to_json,
+)
+from pytest_expertbench.summary import waiting_line
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr, TracebackStyle
+
+    from pytest_expertbench.run import PlannedBenchmark
+
+FAST_DIST_MODES = ("no", "loadfile", "loadscope")
+
+
+class BenchmarkFile(pytest.File):
+    """One benchmark YAML file: collects one item per selected example."""
+
+    planned: PlannedBenchmark
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from pytest_expertbench.gate_items import make_gate
+
+        bench = self.planned.benchmark
+        self.example_items: list[BenchmarkItem] = []
+        for example in self.planned.examples.examples:
+            name = f"{bench.name}[{_safe_id(example.id)}]"
+            # A string node id is parsed the way --lf and -k parse one (name + params).
+            item: BenchmarkItem = BenchmarkItem.from_parent(
+                self, name=name, nodeid=f"{self.nodeid}::{name}"
+            )
+            item.example = example
+            for marker in bench.markers:
+                item.add_marker(marker)
+            self.example_items.append(item)
+            yield item
+        gate = make_gate(self, bench.name)
+        for marker in bench.markers:
+            gate.add_marker(marker)
+        yield gate
+
+
+def _safe_id(example_id: str) -> str:
+    text = example_id.replace("::", ":").replace("\n", " ")
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+class ExampleError(Exception):
+    """An item that could not be asked or scored: reported as one line, no traceback."""
+
+
+class BenchmarkItem(pytest.Item):
+    """One example: asked in setup (so an unreachable model errors the item), scored in call."""
+
+    parent: BenchmarkFile
+    example: Example
+
+    @property
+    def planned(self) -> PlannedBenchmark:
+        return self.parent.planned
+
+    @functools.cached_property
+    def request(self) -> Request:
+        """The request for this example, rendered once (at prefetch, reused in setup)."""
+        from pytest_expertbench.run import make_request
+
+        return make_request(self.planned.benchmark, self.example)
+
+    def setup(self) -> None:
+        from pytest_expertbench.run import failed_example
+
+        run = self.config.stash[RUN_KEY]
+        _prefetch(self, run)
+        request = self.request
+        try:
+            completion = _answer(self, run, request)
+        except TargetError as exc:
+            self._record(
+                failed_example(
+                    self.planned.benchmark, self.example, run.plan.target.name, exc.message
+                )
+            )
+            raise ExampleError(f"model request failed: {exc.message}") from None
+        self.stash[COMPLETION_KEY] = completion
+
+    def runtest(self) -> None:
+        from pytest_expertbench.run import ScoreError, failed_example, item_verdict, score_example
+
+        run = self.config.stash[RUN_KEY]
+        bench = self.planned.benchmark
+        completion = self.stash[COMPLETION_KEY]
+        try:
+            result = score_example(bench, self.example, completion, run.plan.target.name)
+        except ScoreError as exc:
+            self._record(failed_example(bench, self.example, run.plan.target.name, str(exc)))
+            raise ExampleError(str(exc)) from None
+        self._record(result)
+        why = item_verdict(bench, result)
+        if why is not None:
+            raise ExampleError(f"item_pass: {why}")
+
+    def _record(self, result: ExampleResult) -> None:
+        self.stash[RECORD_KEY] = result_to_json(result)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.name
+
+    # pytest formats a traceback for every failure (call: repr_failure; setup and teardown:
+    # _repr_failure_py): ~80 ms of CPU for each errored item, 150 times the cost of a passing
+    # one, which a run against a dead server pays on every item. An ExampleError is reported
+    # as its one line, built without a traceback; pytest keeps a str longrepr as it is.
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, ExampleError):
+            return self._one_line(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def _repr_failure_py(  # type: ignore[override]  # a str longrepr, as repr_failure's
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
+    ) -> str | TerminalRepr:
+        if isinstance(excinfo.value, ExampleError):
+            return self._one_line(excinfo.value)
+        return super()._repr_failure_py(excinfo, style)
+
+    def _one_line(self, error: ExampleError) -> str:
+        return f"{self.nodeid}: {error}"
+
+
+def _answer(item: BenchmarkItem, run: ProcessRun, request: Request) -> Completion:
+    """The item's answer; while it keeps the item waiting, a progress line now and then.
+
+    Only a run without xdist workers shows them (workers cannot write to the
+    terminal), and not under ``-q``.
+    """
+    every, reporter = run.plan.settings.progress_s, run.progress_to
+    if reporter is None:
+        return run.engine.result(request)
+    waited = 0.0
+    while True:
+        try:
+            return run.engine.result(request, timeout=every)
+        except TimeoutError:
+            waited += every
+        name = item.planned.benchmark.name
+        counts = run.request_stats().get(name, {})
+        reporter.write_line(waiting_line(name, counts, item.example.id, waited))
+
+
+def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
+    """Hand the engine the requests this process will need next, ahead of the item loop.
+
+    Under no xdist, --dist loadfile and loadscope a benchmark file runs whole in one
+    process, so its first item queues them all. Under --dist load only the items
+    already sent to this worker are known, so those are queued, looking again
+    whenever fewer than two rounds of requests are left ahead; under other modes
+    (worksteal) an item asks only for itself, which keeps every example asked once.
+    """
+    run.ahead -= 1
+    if run.dist in FAST_DIST_MODES:
+        if id(item.parent) in run.prefetched:
+            return
+        run.prefetched.add(id(item.parent))
+        upcoming = [i for i in item.session.items if i.parent is item.parent]
+    elif run.dist == "load":
+        if run.ahead >= 2 * run.plan.settings.concurrency and id(item) in run.prefetched:
+            return
+        upcoming = _queued_items(item)
+    else:
+        upcoming = [item]
+    fresh = [i for i in upcoming if isinstance(i, BenchmarkItem) and id(i) not in run.prefetched]
+    run.prefetched.update(id(i) for i in fresh)
+    run.ahead += len(fresh)
+    if fresh:
+        run.engine.prefetch([i.request for i in fresh])
+
+
+def _queued_items(item: BenchmarkItem) -> list[pytest.Item]:
+    """The items xdist has already sent this worker (its pending queue), this one first."""
+    items = item.session.items
+    for plugin in item.config.pluginmanager.get_plugins():
+        queue = getattr(plugin, "torun", None)
+        if queue is not None and hasattr(queue, "lock"):
+            with queue.lock() as pending:
+                return [item, *(items[i] for i in pending if isinstance(i, int))]
+    return [item]

@@ -1,0 +1,210 @@
+"""The plugin's options: every ``--expert-bench-*`` flag, its ini twin, one way to read them.
+
+A value comes from the command line, else from the ini file, and is checked once, here,
+with an error that names the flag; everything downstream gets typed :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import pytest
+
+from pytest_expertbench.state import RUN_ID_KEY
+
+if TYPE_CHECKING:
+    from pytest_expertbench.run import Settings
+
+
+@dataclass(frozen=True)
+class _Option:
+    name: str  # the part after --expert-bench-; "" for --expert-bench itself
+    help: str
+    kind: str = "string"  # string | path | int | seconds | bool
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--expert-bench" + (f"-{self.name}" if self.name else "")
+
+    @property
+    def ini(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+OPTIONS = (
+    _Option(
+        "",
+        "run the benchmarks of these suites (comma-separated); off when absent",
+        metavar="SUITES",
+    ),
+    _Option("dir", "where benchmark YAML files live [benchmarks_suites]", "path"),
+    _Option("targets", "the targets file [<dir>/targets.yaml]", "path"),
+    _Option("target", "the model under test, by name [the targets file's default]", metavar="NAME"),
+    _Option("baseline-dir", "where baselines live [baselines]", "path"),
+    _Option("baseline", "compare against this baseline label [the target's name]", metavar="LABEL"),
+    _Option("save-baseline", "write this run as the target's baseline", "bool"),
+    _Option("threshold", "relative threshold of metrics without their own [0.05]", metavar="T"),
+    _Option(
+        "gate",
+        "a regression is beyond the threshold, significant, or both [both]",
+        metavar="threshold|significant|both",
+    ),
+    _Option("alpha", "significance level of the gate's paired tests [0.05]", metavar="A"),
+    _Option(
+        "coverage",
+        "a metric scored on fewer than this share of the examples run is incomplete [0.9]",
+        metavar="F",
+    ),
+    _Option(
+        "report-dir", "where results.jsonl and summary.md go [reports/expertbench/<run-id>]", "path"
+    ),
+    _Option("concurrency", "model requests in flight per process [16]", "int", "N"),
+    _Option("limit", "at most N examples per benchmark", "int", "N"),
+    _Option("seed", "sampling and bootstrap seed [0]", "int", "N"),
+    _Option("cache", "response cache: resume, reuse, refresh or off [resume]", metavar="MODE"),
+    _Option("cache-dir", "where the response cache lives [.expertbench/cache]", "path"),
+    _Option("record", "write this run's answers as a replay file", "path"),
+    _Option(
+        "progress",
+        "after an item waits this long for the model, a progress line; 0: never [5]",
+        "seconds",
+        "SECONDS",
+    ),
+)
+
+
+def option_value(config: pytest.Config, name: str) -> Any:
+    """An option's command-line value, else its ini twin, else None."""
+    option = next(o for o in OPTIONS if o.name == name)
+    value = config.getoption(option.ini)
+    from_cli = value is not None
+    if not from_cli:
+        value = config.getini(option.ini)
+        if value in ("", None, False):
+            return None
+    if option.kind == "path":
+        base = config.invocation_params.dir if from_cli else _ini_dir(config)
+        return (base / str(value)).resolve()
+    if option.kind == "int":
+        try:
+            number = int(value)
+        except ValueError:
+            raise pytest.UsageError(
+                f"{option.flag}: expected a whole number, got {value!r}"
+            ) from None
+        if number < (1 if name in ("concurrency", "limit") else 0):
+            raise pytest.UsageError(f"{option.flag}: {number} is too small")
+        return number
+    if option.kind == "seconds":
+        return _seconds(option.flag, value)
+    return value
+
+
+def _seconds(flag: str, text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise pytest.UsageError(f"{flag}: expected seconds (0 or more), got {text!r}")
+    return seconds
+
+
+def _ini_dir(config: pytest.Config) -> Path:
+    return config.inipath.parent if config.inipath else config.rootpath
+
+
+def settings_from(config: pytest.Config, suites: str) -> Settings:
+    from pytest_expertbench.config import ConfigError, parse_threshold
+    from pytest_expertbench.gate import GATE_MODES
+    from pytest_expertbench.run import CacheMode, Settings, run_id
+
+    root = _ini_dir(config)
+    bench_dir = option_value(config, "dir") or root / "benchmarks_suites"
+    threshold_text = option_value(config, "threshold") or "0.05"
+    cache = option_value(config, "cache") or "resume"
+    cache = {"on": "resume"}.get(cache, cache)  # "on", the mode before there were four
+    progress = option_value(config, "progress")
+    if cache not in ("resume", "reuse", "refresh", "off"):
+        raise pytest.UsageError(
+            f"--expert-bench-cache: expected resume, reuse, refresh or off, got {cache!r}"
+        )
+    # Every process of a run shares the controller's id: answers one worker stored are
+    # this run's own for the others.
+    this_run = getattr(config, "workerinput", {}).get(RUN_ID_KEY) or run_id()
+    try:
+        threshold = parse_threshold(_number_or_text(threshold_text), "--expert-bench-threshold", "")
+    except ConfigError as exc:
+        raise pytest.UsageError(f"--expert-bench-threshold: {exc.message}") from None
+    gate = option_value(config, "gate") or "both"
+    if gate not in GATE_MODES:
+        raise pytest.UsageError(
+            f"--expert-bench-gate: expected threshold, significant or both, got {gate!r}"
+        )
+    return Settings(
+        suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
+        bench_dir=bench_dir,
+        targets_path=option_value(config, "targets") or bench_dir / "targets.yaml",
+        target=option_value(config, "target"),
+        baseline_dir=option_value(config, "baseline-dir") or root / "baselines",
+        baseline_label=option_value(config, "baseline"),
+        save_baseline=bool(option_value(config, "save-baseline")),
+        threshold=threshold,
+        gate=gate,
+        alpha=_fraction_option(config, "alpha", 0.05, inclusive=False),
+        coverage=_fraction_option(config, "coverage", 0.9, inclusive=True),
+        report_dir=option_value(config, "report-dir")
+        or root / "reports" / "expertbench" / this_run,
+        concurrency=option_value(config, "concurrency") or 16,
+        limit=option_value(config, "limit"),
+        seed=option_value(config, "seed") or 0,
+        cache=cast(CacheMode, cache),
+        cache_dir=option_value(config, "cache-dir") or root / ".expertbench" / "cache",
+        run_id=this_run,
+        record=option_value(config, "record"),
+        progress_s=5.0 if progress is None else progress,  # 0 is a value: never
+    )
+
+
+def _fraction_option(config: pytest.Config, name: str, default: float, *, inclusive: bool) -> float:
+    """A number in (0, 1) (``alpha``) or [0, 1] (``coverage``), refused with its flag's name."""
+    text = option_value(config, name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    inside = 0 <= value <= 1 if inclusive else 0 < value < 1
+    if not inside:
+        span = "from 0 to 1" if inclusive else "between 0 and 1 (exclusive)"
+        raise pytest.UsageError(f"--expert-bench-{name}: expected a number {span}, got {text!r}")
+    return value
+
+
+def _number_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Every option as a flag in the ``expertbench`` group and as an ini key."""
+    group = parser.getgroup("expertbench", "model benchmarks (pytest-expertbench)")
+    for option in OPTIONS:
+        dest = option.ini
+        if option.kind == "bool":
+            group.addoption(
+                option.flag, action="store_true", default=None, dest=dest, help=option.help
+            )
+            parser.addini(option.ini, option.help, type="bool", default=False)
+        else:
+            group.addoption(
+                option.flag, default=None, dest=dest, metavar=option.metavar, help=option.help
+            )
+            parser.addini(option.ini, option.help, default="")
