@@ -47,7 +47,7 @@ def test_a_scorer_from_an_installed_package_is_found_by_its_entry_point(project:
     )
     project.pytester.makeini("[pytest]\npythonpath = site\n")  # as if pip-installed there
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=6, skipped=1)  # the gate skips: no baseline
     examples = [r for r in project.results() if r["type"] == "example"]
     assert [r["scores"]["shouting"] for r in examples] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
 
@@ -73,7 +73,7 @@ def test_a_target_kind_from_a_hook(project: Project) -> None:
     )
     project.targets({"oracle": {"kind": "oracle"}}, default="oracle")
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=6, skipped=1)
     assert project.metric(project.results(), "mini.accuracy")["value"] == 1.0
 
 
@@ -113,13 +113,13 @@ def test_a_judge_grades_through_the_run_and_its_verdicts_are_cached(project: Pro
         )
         project.write("mini.yaml", JUDGED)
         first = project.run("--expert-bench=quick", OUT)
-        first.assert_outcomes(passed=6)
+        first.assert_outcomes(passed=6, skipped=1)
         assert project.metric(project.results(), "mini.judged")["value"] == 5 / 6
         assert grader.total == 6
         reuse = project.run("--expert-bench=quick", "--expert-bench-cache=reuse", OUT)
-        reuse.assert_outcomes(passed=6)
+        reuse.assert_outcomes(passed=6, skipped=1)
         assert grader.total == 6  # every verdict came from the cache
-        project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6)
+        project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6, skipped=1)
         assert grader.total == 12  # resume: the first run finished, its verdicts are old
 
 
@@ -141,7 +141,7 @@ def test_a_judge_with_a_managed_server_gets_it_started_and_stopped(
     scored = scored.replace("parse: verdict", "parse: score").replace("agg: rate", "agg: mean")
     project.write("mini.yaml", scored)
     result = project.run("--expert-bench=quick", OUT, *workers, subprocess=True)
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=6, skipped=1)
     assert project.metric(project.results(), "mini.judged")["value"] == pytest.approx(0.7)
     assert_stopped(project.report_dir() / "grader.log")  # at the end of the session
     assert not (project.report_dir() / "unused.log").exists()
@@ -180,9 +180,13 @@ def test_an_unreachable_judge_fails_the_item_in_one_line(project: Project) -> No
     )
     project.write("mini.yaml", JUDGED)
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(failed=6)
+    result.assert_outcomes(failed=7)  # and the gate: nothing was judged, incomplete
+    assert result.ret == 1
     result.stdout.fnmatch_lines(
-        ["*mini[[]q0[]]: mini.yaml: scorers[[]0[]] (judge): judge 'grader'*"]
+        [
+            "*mini[[]q0[]]: mini.yaml: scorers[[]0[]] (judge): judge 'grader'*",
+            "INCOMPLETE mini.judged: only 0 of 6 examples scored*",
+        ]
     )
     assert "Traceback" not in result.stdout.str()
 
@@ -207,7 +211,7 @@ def test_a_python_function_in_the_yaml_is_a_scorer(project: Project) -> None:
         ),
     )
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=6, skipped=1)
     assert project.metric(project.results(), "mini.polite_rate")["value"] == 1 / 6
 
 
@@ -228,11 +232,13 @@ def verdict(completion, example):
         MINI_YAML.replace("metrics:", "  - python: {function: 'scoring:verdict'}\nmetrics:"),
     )
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(failed=6)
+    result.assert_outcomes(failed=7)  # and the gate: no example scored, incomplete
+    assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
             "*q0*mini.yaml: scorers[[]1[]] (python): returned str 'yes', not a number or a Score",
             "*q1*mini.yaml: scorers[[]1[]] (python) gave nan (judge was unsure) for example q1*",
+            "INCOMPLETE mini.accuracy: only 0 of 6 examples scored*",
         ]
     )
 
