@@ -150,9 +150,13 @@ def test_a_nan_score_errors_the_item_and_names_the_scorer(project: Project) -> N
         MINI_YAML.replace("metrics:", "  - always_nan: {}\nmetrics:"),
     )
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(failed=6)
+    result.assert_outcomes(failed=7)  # and the gate: no example scored, incomplete
+    assert result.ret == 1
     result.stdout.fnmatch_lines(
-        ["*mini.yaml: scorers[[]1[]] (always_nan) gave nan for example q0*"]
+        [
+            "*mini.yaml: scorers[[]1[]] (always_nan) gave nan for example q0*",
+            "INCOMPLETE mini.accuracy: only 0 of 6 examples scored*",
+        ]
     )
     assert "Traceback" not in result.stdout.str()
 

@@ -29,7 +29,9 @@ def test_a_dead_server_ends_a_run_of_a_thousand_items_in_seconds(project: Projec
     elapsed = time.monotonic() - started
 
     assert elapsed < 30  # generous: about 5 s of it are the first requests' retries
-    result.assert_outcomes(errors=MANY)
+    result.assert_outcomes(errors=MANY, failed=1)  # the gate: nothing scored, incomplete
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["INCOMPLETE mini.accuracy: only 0 of 1000 examples scored*"])
     lines = result.stdout.lines
     errors = [line for line in lines if line.startswith("benchmarks_suites/mini.yaml::mini[")]
     assert len(errors) == MANY
@@ -52,10 +54,10 @@ def test_a_null_answer_is_not_cached_and_a_rerun_gets_the_fixed_one(project: Pro
         target = {"kind": "openai", "base_url": server.base_url, "model": "m"}
         project.targets({"live": target}, default="live")
         project.write("mini.yaml", short_benchmark("mini"))
-        project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6)
+        project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6, skipped=1)
         first = {r["id"]: r for r in project.results() if "id" in r}
         second_run = project.run("--expert-bench=quick", "--expert-bench-cache=reuse", OUT)
-        second_run.assert_outcomes(passed=6)
+        second_run.assert_outcomes(passed=6, skipped=1)
         second = {r["id"]: r for r in project.results() if "id" in r}
         assert server.counts["What is 2 + 3?"] == 2  # asked again: the null was not kept
         assert server.counts["What is 10 - 4?"] == 1  # from the cache
