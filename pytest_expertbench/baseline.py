@@ -51,6 +51,7 @@ class MetricGate:
 
     mode: Literal["threshold", "significant", "both"] | None = None
     alpha: float | None = None
+    across_setups: bool = False  # a timing metric compared across concurrency and machines
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {}
@@ -58,6 +59,8 @@ class MetricGate:
             doc["gate"] = self.mode
         if self.alpha is not None:
             doc["alpha"] = self.alpha
+        if self.across_setups:
+            doc["across_setups"] = True
         return doc
 
 
@@ -77,6 +80,9 @@ class Snapshot:
     examples: Mapping[str, Mapping[str, float]]
     thresholds: Mapping[str, Threshold] = field(default_factory=dict)
     gates: Mapping[str, MetricGate] = field(default_factory=dict)
+    # What gives the metrics their meaning (generation, scorers, concurrency, hardware…):
+    # see comparability.py. Empty for snapshots written before it was recorded.
+    context: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The file's document. Non-finite CIs and example scores are left out, not faked."""
@@ -94,6 +100,7 @@ class Snapshot:
                 "n": self.dataset.n,
             },
             "environment": dict(self.environment),
+            **({"context": dict(self.context)} if self.context else {}),
             "metrics": {name: self._metric_json(name, m) for name, m in self.metrics.items()},
             "examples": {
                 example_id: {k: v for k, v in scores.items() if math.isfinite(v)}
@@ -174,6 +181,7 @@ class FieldReader:
             examples=self.examples(self.required(doc, "examples", "")),
             thresholds=thresholds,
             gates=gates,
+            context=self.mapping(doc.get("context", {}), "context"),
         )
 
     def gate(self, doc: Mapping[str, Any], prefix: str) -> MetricGate:
@@ -186,7 +194,10 @@ class FieldReader:
         alpha = None if doc.get("alpha") is None else self.number(doc["alpha"], prefix + "alpha")
         if alpha is not None and not 0 < alpha < 1:
             raise self.fail(prefix + "alpha", f"expected a number between 0 and 1, got {alpha!r}")
-        return MetricGate(mode, alpha)
+        across = doc.get("across_setups", False)
+        if not isinstance(across, bool):
+            raise self.fail(prefix + "across_setups", f"expected true or false, got {across!r}")
+        return MetricGate(mode, alpha, across)
 
     def dataset(self, raw: Any) -> DatasetInfo:
         doc = self.mapping(raw, "dataset")

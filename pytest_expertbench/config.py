@@ -90,6 +90,7 @@ class MetricSpec:
     threshold: Threshold | None = None
     gate: Literal["threshold", "significant", "both"] | None = None  # None: the session's
     alpha: float | None = None
+    across_setups: bool = False  # a timing metric compared across concurrency and machines
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,10 @@ def _metrics(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> tuple[MetricSp
             if sub.has("alpha")
             else None
         )
-        sub.reject_unknown("of agg direction unit threshold gate alpha")
+        across = sub.get("across_setups", False)
+        if not isinstance(across, bool):
+            raise ConfigError(reader.path, sub.key("across_setups"), "expected true or false")
+        sub.reject_unknown("of agg direction unit threshold gate alpha across_setups")
         metrics.append(
             MetricSpec(
                 name=str(name),
@@ -388,6 +392,7 @@ def _metrics(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> tuple[MetricSp
                 threshold=threshold,
                 gate=gate,
                 alpha=alpha,
+                across_setups=across,
             )
         )
     return tuple(metrics)

@@ -22,6 +22,7 @@ from typing import Literal
 
 from pytest_expertbench import stats
 from pytest_expertbench.baseline import MetricGate, Snapshot
+from pytest_expertbench.comparability import differences, is_timing
 from pytest_expertbench.records import Direction, MetricResult, Threshold
 
 MetricStatus = Literal[
@@ -154,8 +155,12 @@ def compare(
             f"current {new.short()} (n={new.n}); not compared"
         )
         return _uncompared(current, rule, note, "not_compared", comparable=False)
+    changed = differences(baseline.context, current.context)
+    if changed.meaning:
+        return _uncompared(current, rule, changed.meaning, "not_compared", comparable=False)
     rows = [
-        _compare_metric(name, baseline, current, rule) for name, metric in current.metrics.items()
+        _compare_metric(name, baseline, current, rule, changed.setup)
+        for name, metric in current.metrics.items()
     ]
     rows += [
         replace(_row(name, metric, _rule_for(current, name, rule), "missing"), current=None)
@@ -225,13 +230,22 @@ def _coverage_gap(metric: MetricResult, current: Snapshot, rule: GateRule) -> st
 
 
 def _compare_metric(
-    name: str, baseline: Snapshot, current: Snapshot, session_rule: GateRule
+    name: str,
+    baseline: Snapshot,
+    current: Snapshot,
+    session_rule: GateRule,
+    setup_changed: str | None,
 ) -> MetricComparison:
     metric = current.metrics[name]
     rule = _rule_for(current, name, session_rule)
     old_metric = baseline.metrics.get(name)
     if old_metric is None:
         return _row(name, metric, rule, "new")
+    across = current.gates.get(name, MetricGate()).across_setups
+    if setup_changed and not across and is_timing(metric.meta.get("of"), metric.unit):
+        return _row(
+            name, metric, rule, "not_compared", baseline=old_metric.value, reason=setup_changed
+        )
     old, new = old_metric.value, metric.value
     finite = math.isfinite(new)
     short = _coverage_gap(metric, current, rule)

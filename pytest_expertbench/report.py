@@ -205,6 +205,7 @@ def run_row(result: BenchmarkResult) -> dict[str, Any]:
         "git_sha": snapshot.git_sha,
         "plugin_version": snapshot.plugin_version,
         "environment": dict(snapshot.environment),
+        "context": dict(snapshot.context),
         "baseline": result.baseline_path,
         "baseline_note": result.baseline_note,
     }
@@ -330,6 +331,7 @@ def _header(row: dict[str, Any], reader: FieldReader) -> Snapshot:
         plugin_version=reader.optional_text(row, "plugin_version", "") or "",
         dataset=reader.dataset(reader.required(row, "dataset", "")),
         environment=reader.mapping(environment, "environment") if environment else {},
+        context=reader.mapping(row.get("context") or {}, "context"),
         metrics={},
         examples={},
     )

@@ -24,6 +24,7 @@ from pytest_expertbench import __version__
 from pytest_expertbench import baseline as baselines
 from pytest_expertbench import gate as gates
 from pytest_expertbench.baseline import DatasetInfo, MetricGate, Snapshot
+from pytest_expertbench.comparability import run_context
 from pytest_expertbench.config import (
     Benchmark,
     ConfigError,
@@ -304,10 +305,11 @@ def make_snapshot(
         examples={r.id: dict(r.scores) for r in scored},
         thresholds={m.name: m.threshold for m in bench.metrics if m.threshold is not None},
         gates={
-            m.name: MetricGate(m.gate, m.alpha)
+            m.name: MetricGate(m.gate, m.alpha, m.across_setups)
             for m in bench.metrics
-            if m.gate is not None or m.alpha is not None
+            if m.gate is not None or m.alpha is not None or m.across_setups
         },
+        context=run_context(bench, plan.target, plan.settings.concurrency),
     )
 
 

@@ -129,7 +129,7 @@ def _plural(n: int, word: str) -> str:
 def verdict_line(benchmark: str, row: MetricComparison) -> str:
     """``REGRESSION gsm8k.accuracy: 0.5800 → 0.5120 (-11.7 %, threshold 5 %, p = 6e-08 …)``."""
     word = row.status.upper().replace("_", " ")
-    if row.status == "incomplete":
+    if row.status in ("incomplete", "not_compared"):
         return f"{word} {benchmark}.{row.name}: {row.reason}"
     current = row.current.value if row.current else None
     tested = ""
@@ -186,7 +186,8 @@ def _baseline_line(result: BenchmarkResult) -> str | None:
 
 
 def _flagged(verdict: Verdict) -> tuple[MetricComparison, ...]:
-    return verdict.having("regression", "incomplete", "inconclusive")
+    flagged = verdict.having("regression", "incomplete", "inconclusive")
+    return flagged + tuple(m for m in verdict.having("not_compared") if m.reason)
 
 
 # --------------------------------------------------------------------------- markdown
