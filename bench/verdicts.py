@@ -178,9 +178,8 @@ def detections(reps: int, seed: int) -> None:
                 worse = model.dropped(drop)
                 for name, verdicts in judged([model], [worse], rng).items():
                     counts[name] += flagged(verdicts, "accuracy")
-            print(
-                f"{drop:>6.0%}{n:>7}  {rate(counts['both'], reps)}  {rate(counts['threshold'], reps):>9}"
-            )  # noqa: E501
+            both, plain = rate(counts["both"], reps), rate(counts["threshold"], reps)
+            print(f"{drop:>6.0%}{n:>7}  {both}  {plain:>9}")
 
 
 def sessions(reps: int, seed: int) -> None:
