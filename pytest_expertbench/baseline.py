@@ -312,20 +312,48 @@ def _kind(value: Any) -> str:
 # --------------------------------------------------------------------------- files
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]|^\.")
+PREVIOUS_DIR = ".prev"  # beside each baseline: the one it replaced (names never start with .)
 
 
-def _safe_name(name: str) -> str:
-    """A path component that cannot escape its folder or hide itself (``..``, ``/``, ``.x``)."""
-    safe = _UNSAFE.sub("_", name)
-    if not safe or safe.startswith("."):
-        safe = "_" + safe
-    return safe
+def safe_name(name: str) -> str:
+    """A path component that cannot escape its folder or hide itself (``..``, ``/``, ``.x``).
+
+    Percent-encoding, so that it is reversible and two names never share a file: ``a/b``
+    is ``a%2Fb`` and ``a_b`` stays ``a_b``. Names of letters, digits, ``._-`` (every
+    shipped one) are unchanged.
+    """
+    if not name:
+        return "%"  # the empty name; no other name encodes to a lone %
+    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), name)
 
 
 def baseline_path(root: Path, target: str, suite: str, benchmark: str) -> Path:
     """``root/<target>/<suite>/<benchmark>.json``, each name made safe for any filesystem."""
-    return root / _safe_name(target) / _safe_name(suite) / f"{_safe_name(benchmark)}.json"
+    return root / safe_name(target) / safe_name(suite) / f"{safe_name(benchmark)}.json"
+
+
+def previous_path(path: Path) -> Path:
+    """Where the baseline that ``path`` replaced is kept: ``<folder>/.prev/<name>.json``."""
+    return path.parent / PREVIOUS_DIR / path.name
+
+
+def restore(path: Path) -> Path:
+    """Put the previous baseline back; the replaced one becomes the previous (so a second
+    restore undoes the first). Returns the file restored from."""
+    previous = previous_path(path)
+    try:
+        old = previous.read_bytes()
+    except FileNotFoundError:
+        raise BaselineError(path, "", f"no previous baseline to restore ({previous})") from None
+    Snapshot.from_json(parse_json(old, previous), previous)  # restore only what loads
+    current = path.read_bytes() if path.exists() else None
+    atomic_write_text(path, old.decode("utf-8"))
+    if current is None:
+        previous.unlink()
+    else:
+        atomic_write_text(previous, current.decode("utf-8"))
+    return previous
 
 
 def load(path: Path) -> Snapshot | None:

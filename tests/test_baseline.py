@@ -5,6 +5,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -15,6 +16,8 @@ from pytest_expertbench.baseline import (
     Snapshot,
     baseline_path,
     load,
+    previous_path,
+    restore,
     save,
 )
 from pytest_expertbench.records import Direction, MetricResult, Threshold
@@ -71,10 +74,44 @@ def snapshot(
 
 def test_baseline_path_is_safe_for_the_filesystem(tmp_path: Path) -> None:
     path = baseline_path(tmp_path, "qwen3:8b", "standard", "gsm8k")
-    assert path == tmp_path / "qwen3_8b" / "standard" / "gsm8k.json"
+    assert path == tmp_path / "qwen3%3A8b" / "standard" / "gsm8k.json"
+    assert baseline_path(tmp_path, "qwen2.5-7b_it", "s", "b").parent.parent.name == "qwen2.5-7b_it"
     escaped = baseline_path(tmp_path, "../..", "a/b", ".hidden")
     assert escaped.resolve().is_relative_to(tmp_path.resolve())
     assert all(not part.startswith(".") for part in escaped.relative_to(tmp_path).parts)
+
+
+@pytest.mark.parametrize(
+    "pair", [("a/b", "a_b"), ("a b", "a_b"), ("é", "_"), ("", "%"), (".x", "_x")]
+)
+def test_names_never_share_a_baseline_file(tmp_path: Path, pair: tuple[str, str]) -> None:
+    one, other = (baseline_path(tmp_path, name, "s", "b") for name in pair)
+    assert one != other
+    assert unquote(one.parent.parent.name) == pair[0] or pair[0] == ""  # reversible
+
+
+def test_restore_puts_the_previous_baseline_back_and_undoes_itself(tmp_path: Path) -> None:
+    path = tmp_path / "demo" / "quick" / "mini.json"
+    save(path, snapshot({"accuracy": metric("accuracy", 0.9)}))
+    first = path.read_bytes()
+    previous_path(path).parent.mkdir(parents=True)
+    previous_path(path).write_bytes(first)
+    save(path, snapshot({"accuracy": metric("accuracy", 0.1)}))
+    second = path.read_bytes()
+    restore(path)
+    assert path.read_bytes() == first and previous_path(path).read_bytes() == second
+    restore(path)
+    assert path.read_bytes() == second
+    previous_path(path).write_text("{broken")
+    with pytest.raises(BaselineError, match="not valid JSON"):
+        restore(path)
+    assert path.read_bytes() == second  # nothing lost
+
+
+def test_saved_files_are_readable_by_the_team(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    save(path, snapshot())
+    assert path.stat().st_mode & 0o044 == 0o044  # group and others may read (umask 022)
 
 
 def test_load_is_none_when_there_is_no_baseline(tmp_path: Path) -> None:
