@@ -35,7 +35,9 @@ class Differences:
 
 
 def run_context(benchmark: Benchmark, target: TargetSpec, concurrency: int) -> dict[str, Any]:
-    """The facts behind this run's numbers, as plain JSON."""
+    """The facts behind this run's numbers, as plain JSON. A recording (``replay``) keeps
+    the latencies it recorded, so neither load nor machine is part of its context."""
+    recorded = target.kind == "replay"
     scorers = [
         {"kind": spec.kind, "name": spec.name, "options": dict(spec.options)}
         for spec in benchmark.scorers
@@ -49,12 +51,16 @@ def run_context(benchmark: Benchmark, target: TargetSpec, concurrency: int) -> d
             "model": (target.written_options or target.options).get("model"),
             "revision": target.revision,
         },
-        "concurrency": target.concurrency or concurrency,
-        "hardware": {
-            "platform": f"{sys.platform}-{platform.machine()}",
-            "cpus": os.cpu_count(),
-            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or None,
-        },
+        "concurrency": None if recorded else target.concurrency or concurrency,
+        "hardware": None if recorded else _hardware(),
+    }
+
+
+def _hardware() -> dict[str, Any]:
+    return {
+        "platform": f"{sys.platform}-{platform.machine()}",
+        "cpus": os.cpu_count(),
+        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or None,
     }
 
 
