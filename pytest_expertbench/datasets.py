@@ -5,6 +5,10 @@ JSON, CSV and Parquet files and hub datasets are read through the Hugging Face
 code; JSON Lines, the common case, is read directly (same rows, no 1.5 s import).
 Sampling uses a seeded numpy generator over row positions and then restores dataset
 order, so every xdist worker (and every rerun) picks the same examples.
+
+Rows are checked against the fields the templates use: a field no row has (or that is
+null in every row) refuses the benchmark; a row that lacks one, or holds null there, is
+an example that errors with its reason (:attr:`ExampleSet.problems`) and is never asked.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,10 @@ from pytest_expertbench.records import Example
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
+class ExampleDataError(ValueError):
+    """An example whose row lacks a field a template needs, or holds null there."""
+
+
 @dataclass(frozen=True)
 class ExampleSet:
     """The examples one benchmark runs in one suite, and what identifies them."""
@@ -35,6 +44,9 @@ class ExampleSet:
     source: str
     examples: tuple[Example, ...]
     total: int  # rows in the dataset before sampling
+    # Example id -> why it cannot be asked: its row lacks (or holds null in) a field a
+    # template needs. Such an example errors in setup; its model is never asked.
+    problems: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -58,22 +70,65 @@ def load_examples(
     benchmark: Benchmark, suite: str, *, seed: int = 0, limit: int | None = None
 ) -> ExampleSet:
     """Read, check and sample the rows ``benchmark`` runs in ``suite``."""
-    rows = load_rows(benchmark)
+    read = _read_rows(benchmark)
+    rows = _filled(read)
     columns = _columns(rows, benchmark)
     _check_fields(benchmark, columns)
+    uses = field_uses(benchmark)
+    _check_not_all_null(benchmark, rows, uses)
     size = benchmark.suites.get(suite)
     if limit is not None:
         size = limit if size is None else min(size, limit)
     positions = sample_positions(len(rows), size, seed)
     examples = tuple(_example(benchmark, rows[i], i) for i in positions)
     _check_unique_ids(benchmark, examples)
+    problems = {}
+    for example in examples:
+        problem = field_problem(benchmark, example.id, read[example.index], uses)
+        if problem is not None:
+            problems[example.id] = problem
     return ExampleSet(
         benchmark=benchmark.name,
         suite=suite,
         source=benchmark.dataset.describe(),
         examples=examples,
         total=len(rows),
+        problems=problems,
     )
+
+
+def field_uses(benchmark: Benchmark) -> list[tuple[str, str]]:
+    """Each dataset field a template needs, with the key that uses it, by field name."""
+    return [(name, benchmark.field_user(name)) for name in sorted(benchmark.template_fields())]
+
+
+def field_problem(
+    benchmark: Benchmark,
+    example_id: str,
+    row: Mapping[str, Any],
+    uses: Sequence[tuple[str, str]] | None = None,
+) -> str | None:
+    """Why the example of ``row`` cannot be asked or scored, in one line, or None.
+
+    A field the row does not have "is missing" (rows as read keep the difference: a
+    JSON Lines row without the key); one it holds as None "is null" (JSON null, an
+    empty CSV cell, NaN, a key missing from a row of a format ``datasets`` reads). A renamed
+    field is looked up under its column.
+    """
+    reasons = []
+    for name, key in field_uses(benchmark) if uses is None else uses:
+        column = benchmark.dataset.renames.get(name, name)
+        if column not in row:
+            state = "is missing"
+        elif _is_null(row[column]):
+            state = "is null"
+        else:
+            continue
+        where = f"used by {key}" if column == name else f"column {column!r}, used by {key}"
+        reasons.append(f"field {name!r} ({where}) {state}")
+    if not reasons:
+        return None
+    return f"example {example_id}: " + "; ".join(reasons)
 
 
 def sample_positions(total: int, size: int | None, seed: int) -> list[int]:
@@ -85,6 +140,13 @@ def sample_positions(total: int, size: int | None, seed: int) -> list[int]:
 
 
 def load_rows(benchmark: Benchmark) -> Sequence[Mapping[str, Any]]:
+    """The dataset's rows, each with every column: a key a JSON Lines row lacks is None
+    there, as ``datasets`` gives it."""
+    return _filled(_read_rows(benchmark))
+
+
+def _read_rows(benchmark: Benchmark) -> Sequence[Mapping[str, Any]]:
+    """The rows as read: JSON Lines rows keep only their own keys."""
     spec = benchmark.dataset
     if spec.hub is not None:
         return _hub_rows(benchmark, spec)
@@ -117,9 +179,9 @@ def _file_rows(benchmark: Benchmark, spec: DatasetSpec) -> Sequence[Mapping[str,
 
 
 def _jsonl_rows(benchmark: Benchmark, path: Path) -> list[dict[str, Any]]:
-    """JSON Lines read directly: the same rows ``datasets`` gives (JSON types are
-    native; a key missing from a row is None), without importing it, which costs
-    1.5 s in every process, xdist workers included."""
+    """JSON Lines read directly: the same rows ``datasets`` gives once filled (JSON
+    types are native; see :func:`_filled`), without importing it, which costs 1.5 s in
+    every process, xdist workers included."""
     rows: list[dict[str, Any]] = []
     try:
         with path.open(encoding="utf-8") as handle:
@@ -128,7 +190,14 @@ def _jsonl_rows(benchmark: Benchmark, path: Path) -> list[dict[str, Any]]:
                     rows.append(_jsonl_row(benchmark, path, number, line))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(benchmark.path, "dataset.file", f"cannot read {path}: {exc}") from None
+    return rows
+
+
+def _filled(rows: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    """Rows with every key of any row (in first-seen order), None where a row lacks it."""
     columns = dict.fromkeys(key for row in rows for key in row)
+    if all(len(row) == len(columns) for row in rows):
+        return rows
     return [{key: row.get(key) for key in columns} for row in rows]
 
 
@@ -215,6 +284,27 @@ def _example(benchmark: Benchmark, row: Mapping[str, Any], position: int) -> Exa
     id_field = benchmark.dataset.id_field
     example_id = str(row[id_field]) if id_field is not None else str(position)
     return Example(id=example_id, index=position, fields=fields, digest=row_digest(row))
+
+
+def _check_not_all_null(
+    benchmark: Benchmark, rows: Sequence[Mapping[str, Any]], uses: Sequence[tuple[str, str]]
+) -> None:
+    """A field the templates need that no row holds: the benchmark cannot run at all."""
+    for name, key in uses:
+        column = benchmark.dataset.renames.get(name, name)
+        if all(_is_null(row.get(column)) for row in rows):
+            shown = f"{{{name}}}" if column == name else f"{{{name}}} (column {column!r})"
+            raise ConfigError(
+                benchmark.path,
+                key,
+                f"uses {shown}, which is missing or null in every row of the dataset "
+                f"({len(rows)} rows)",
+            )
+
+
+def _is_null(value: Any) -> bool:
+    """None, or a float NaN (what a numeric column holds where a cell is empty)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _check_unique_ids(benchmark: Benchmark, examples: Sequence[Example]) -> None:

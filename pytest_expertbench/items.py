@@ -78,6 +78,12 @@ class BenchmarkItem(pytest.Item):
     def planned(self) -> PlannedBenchmark:
         return self.parent.planned
 
+    @property
+    def problem(self) -> str | None:
+        """Why this example cannot be asked (its row lacks a field a template needs, or
+        holds null there), or None."""
+        return self.planned.examples.problems.get(self.example.id)
+
     @functools.cached_property
     def request(self) -> Request:
         """The request for this example, rendered once (at prefetch, reused in setup)."""
@@ -90,6 +96,13 @@ class BenchmarkItem(pytest.Item):
 
         run = self.config.stash[RUN_KEY]
         _prefetch(self, run)
+        if self.problem is not None:  # bad data: an error, never a guess sent to the model
+            self._record(
+                failed_example(
+                    self.planned.benchmark, self.example, run.plan.target.name, self.problem
+                )
+            )
+            raise ExampleError(self.problem)
         request = self.request
         try:
             completion = _answer(self, run, request)
@@ -191,7 +204,7 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
     run.prefetched.update(id(i) for i in fresh)
     run.ahead += len(fresh)
     if fresh:
-        run.engine.prefetch([i.request for i in fresh])
+        run.engine.prefetch([i.request for i in fresh if i.problem is None])
 
 
 def _queued_items(item: BenchmarkItem) -> list[pytest.Item]:

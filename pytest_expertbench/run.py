@@ -32,7 +32,13 @@ from pytest_expertbench.config import (
     TargetSpec,
     load_benchmarks,
 )
-from pytest_expertbench.datasets import ExampleSet, fingerprint, load_examples
+from pytest_expertbench.datasets import (
+    ExampleDataError,
+    ExampleSet,
+    field_problem,
+    fingerprint,
+    load_examples,
+)
 from pytest_expertbench.metrics import aggregate
 from pytest_expertbench.records import (
     Completion,
@@ -147,6 +153,9 @@ def make_plan(
 def make_request(benchmark: Benchmark, example: Example) -> Request:
     from pytest_expertbench.template import render
 
+    problem = field_problem(benchmark, example.id, example.fields)
+    if problem is not None:  # never a prompt that says "None"
+        raise ExampleDataError(problem)
     return Request(
         benchmark=benchmark.name,
         example_id=example.id,

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from pytest_expertbench.config import ConfigError, load_benchmark
-from pytest_expertbench.datasets import load_examples, sample_positions
+from pytest_expertbench.datasets import (
+    ExampleDataError,
+    field_problem,
+    load_examples,
+    load_rows,
+    sample_positions,
+)
 
 ROWS = [
     {"id": f"r{i}", "question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(8)
@@ -110,6 +116,80 @@ def test_a_malformed_file_is_named(tmp_path: Path) -> None:
     bench = load_benchmark(write_benchmark(tmp_path, "{file: rows.jsonl, id: id}"))
     with pytest.raises(ConfigError, match=r"tiny\.yaml: dataset\.file: cannot read .*rows\.jsonl"):
         load_examples(bench, "standard")
+
+
+def _write_rows(tmp_path: Path, rows: list[dict[str, object]]) -> Path:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return write_benchmark(tmp_path, "{file: rows.jsonl, id: id}")
+
+
+def test_a_row_without_a_field_or_with_null_there_is_a_problem_of_its_own(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [dict(r) for r in ROWS]
+    del rows[1]["question"]  # heterogeneous keys: the other rows keep theirs
+    rows[2]["question"] = None
+    rows[3]["answer"] = None
+    del rows[4]["answer"]
+    rows[5]["question"] = ""  # empty is a value: the model is asked
+    examples = load_examples(load_benchmark(_write_rows(tmp_path, rows)), "standard")
+    assert examples.problems == {
+        "r1": "example r1: field 'question' (used by prompt) is missing",
+        "r2": "example r2: field 'question' (used by prompt) is null",
+        "r3": "example r3: field 'answer' (used by scorers[0].numeric_match.target) is null",
+        "r4": "example r4: field 'answer' (used by scorers[0].numeric_match.target) is missing",
+    }
+    # The rows are still read as datasets reads them: a key a row lacks is None there,
+    # so the examples and their fingerprint are those of a run before this check.
+    assert [e.id for e in examples.examples] == [r["id"] for r in ROWS]
+    assert examples.examples[1].fields["question"] is None
+    assert "question" in load_rows(load_benchmark(tmp_path / "tiny.yaml"))[1]
+
+
+def test_a_sample_records_only_its_own_problems(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [{**r, "question": None} for r in ROWS]
+    rows[0]["question"] = "What is 0 + 0?"
+    examples = load_examples(load_benchmark(_write_rows(tmp_path, rows)), "quick", seed=1)
+    ids = {e.id for e in examples.examples}
+    assert set(examples.problems) == ids - {"r0"}
+
+
+def test_every_bad_field_of_a_row_is_named_on_one_line(tmp_path: Path) -> None:
+    bench = load_benchmark(_write_rows(tmp_path, ROWS))
+    problem = field_problem(bench, "r7", {"id": "r7", "answer": float("nan")})
+    assert problem == (
+        "example r7: field 'answer' (used by scorers[0].numeric_match.target) is null; "
+        "field 'question' (used by prompt) is missing"
+    )
+    assert field_problem(bench, "r7", ROWS[7]) is None
+
+
+def test_a_null_cell_of_a_csv_is_null(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("id,question,answer\nr0,hi,#### 5\nr1,,#### 6\n")
+    bench = load_benchmark(write_benchmark(tmp_path, "{file: rows.csv, id: id}"))
+    assert load_examples(bench, "standard").problems == {
+        "r1": "example r1: field 'question' (used by prompt) is null"
+    }
+
+
+def test_a_field_null_in_every_row_refuses_the_benchmark(tmp_path: Path) -> None:
+    rows = [{**r, "answer": None} for r in ROWS]
+    bench = load_benchmark(_write_rows(tmp_path, rows))
+    with pytest.raises(
+        ConfigError,
+        match=r"tiny\.yaml: scorers\[0\]\.numeric_match\.target: uses \{answer\}, which is "
+        r"missing or null in every row of the dataset \(8 rows\)",
+    ):
+        load_examples(bench, "standard")
+
+
+def test_make_request_never_renders_a_null_field(tmp_path: Path) -> None:
+    from pytest_expertbench.records import Example
+    from pytest_expertbench.run import make_request
+
+    bench = load_benchmark(_write_rows(tmp_path, ROWS))
+    example = Example(id="r9", index=9, fields={"question": None, "answer": "5"}, digest="")
+    with pytest.raises(ExampleDataError, match=r"^example r9: field 'question' .* is null$"):
+        make_request(bench, example)
 
 
 HUB_SCRIPT = textwrap.dedent(
