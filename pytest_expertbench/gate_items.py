@@ -15,7 +15,7 @@ with the same hooks a worker's report goes through, before the reports are writt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,19 +79,49 @@ def gate_outcome(benchmark: str, outcomes: Sequence[BenchmarkResult]) -> tuple[s
     return "passed", text
 
 
-def order_items(items: list[pytest.Item]) -> None:
+class GateOrder:
+    """Puts the gates last once every other plugin has chosen the items.
+
+    ``--lf`` keeps only the failed gate in a ``pytest_collection_modifyitems`` wrapper of
+    its own (tryfirst), which runs outside any plain hook, trylast or not: examples brought
+    back there were deselected again. This wrapper is registered after the cache provider's
+    (in pytest_configure), so it wraps that one and orders the items last of all.
+    """
+
+    def __init__(self, controller: bool) -> None:
+        self.controller = controller
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> Generator[None, None, None]:
+        result = yield
+        brought_back = order_items(items)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        deselected = getattr(reporter, "stats", {}).get("deselected")
+        if brought_back and deselected:  # they run: not "deselected" in pytest's last line
+            back = {id(item) for item in brought_back}
+            deselected[:] = [item for item in deselected if id(item) not in back]
+        if not self.controller:
+            drop_from_worker(config, items)
+        return result
+
+
+def order_items(items: list[pytest.Item]) -> list[pytest.Item]:
     """Gates last, each with its benchmark's examples: a gate selected alone (``--lf``
-    after a regression, ``-k gate``) brings back the examples it judges."""
+    after a regression, ``-k gate``) brings back the examples it judges, which it returns."""
     gates = [item for item in items if isinstance(item, GateItem)]
     if not gates:
-        return
+        return []
     chosen = {id(item) for item in items}
     kept: list[pytest.Item] = [item for item in items if not isinstance(item, GateItem)]
+    brought_back: list[pytest.Item] = []
     for gate in gates:
         examples = [i for i in _examples_of(gate) if id(i) in chosen]
         if not examples:
-            kept += [i for i in _examples_of(gate) if id(i) not in chosen]
-    items[:] = [*kept, *gates]
+            brought_back += [i for i in _examples_of(gate) if id(i) not in chosen]
+    items[:] = [*kept, *brought_back, *gates]
+    return brought_back
 
 
 def _examples_of(gate: GateItem) -> list[pytest.Item]:

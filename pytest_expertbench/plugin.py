@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_expertbench import hookspecs
-from pytest_expertbench.gate_items import CONCLUDE_KEY, GATES_KEY
+from pytest_expertbench.gate_items import CONCLUDE_KEY, GATES_KEY, GateOrder
 from pytest_expertbench.items import FAST_DIST_MODES, BenchmarkFile, BenchmarkItem
 from pytest_expertbench.options import add_options, option_value, settings_from
 from pytest_expertbench.state import (
@@ -93,6 +93,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_KEY] = run
     config.stash[CONCLUDE_KEY] = conclude_session
+    # Gates after every example (they judge them all), even after --lf's selection; xdist
+    # workers leave theirs to the controller, which holds the results.
+    config.pluginmanager.register(GateOrder(is_controller(config)), "expertbench-gate-order")
     if is_controller(config):
         _interrupt_on_sigterm(config)
         _start_servers(run)
@@ -389,19 +392,6 @@ def conclude_session(session: pytest.Session) -> list[report.BenchmarkResult]:
         outcomes = []
     collected.outcomes = outcomes
     return outcomes
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Gates after every example (they judge them all); xdist workers leave theirs to the
-    controller, which holds the results."""
-    if RUN_KEY not in config.stash:
-        return
-    from pytest_expertbench.gate_items import drop_from_worker, order_items
-
-    order_items(items)
-    if not is_controller(config):
-        drop_from_worker(config, items)
 
 
 def _finish_cached_run(session: pytest.Session, run: ProcessRun, collected: Collected) -> None:
