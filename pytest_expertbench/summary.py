@@ -295,14 +295,21 @@ def align_columns(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def request_line(
-    benchmark: str, counts: dict[str, float], stopped: str | None = None, *, this_run: str = ""
+    benchmark: str,
+    counts: dict[str, float],
+    stopped: str | None = None,
+    *,
+    this_run: str = "",
+    rate: bool = True,
 ) -> str:
     """One benchmark's request counts; ``stopped``: why the engine stopped asking, said once
-    here rather than on every item it refused."""
+    here rather than on every item it refused. ``rate=False`` leaves out the requests per
+    second, which differ from run to run (summary.md says the same for the same answers)."""
+    speed = _rate(counts) if rate else ""
     line = (
         f"requests {benchmark}: {counts['asked']:.0f} asked, {counts['done']:.0f} answered, "
         f"{counts['errors']:.0f} failed, {counts['retries']:.0f} retries, "
-        f"{counts['cached']:.0f} from the cache{cache_sources(counts, this_run)}{_rate(counts)}"
+        f"{counts['cached']:.0f} from the cache{cache_sources(counts, this_run)}{speed}"
     )
     if counts.get("cache_stale"):
         line += (
