@@ -28,6 +28,7 @@ from pytest_expertbench.breaker import Breaker, NotAsked, threshold_for
 from pytest_expertbench.cache import ResponseCache, Stored
 from pytest_expertbench.clients import ClientPool, RateLimiter
 from pytest_expertbench.records import Completion, Request, TargetError, one_line
+from pytest_expertbench.secrets import Scrubber, target_secrets
 from pytest_expertbench.targets import Target
 
 Key = tuple[str, str]
@@ -150,10 +151,12 @@ class Engine:
         *,
         identity: Mapping[str, Any] | None = None,
         pinned: bool = False,
+        scrubber: Scrubber | None = None,
     ) -> None:
         """``identity`` replaces ``target.identity()`` in the cache key (the pool passes the
         one written in the targets file); ``pinned``: the target names an immutable
-        revision, so stored answers of finished runs are served too."""
+        revision, so stored answers of finished runs are served too; ``scrubber``: the
+        secrets to mask in every answer and error before it is stored or handed out."""
         if settings.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.target = target
@@ -162,6 +165,7 @@ class Engine:
         self._live = bool(getattr(target, "live", True))
         self._identity: Mapping[str, Any] = target.identity() if identity is None else identity
         self._pinned = pinned
+        self._scrub = scrubber if scrubber is not None else Scrubber(target_secrets(target))
         self._fingerprints: set[str] = set()  # what the server reported in this process
         self._cache_counters: dict[str, _CacheCounters] = {}
         self._reads_fields = bool(getattr(target, "reads_fields", False))
@@ -349,6 +353,7 @@ class Engine:
         finally:
             with self._lock:
                 self._in_flight -= 1
+        outcome = self._scrub.outcome(outcome)  # the boundary: no secret gets past here
         self._breaker.record(outcome)
         with self._lock:
             self._finished[request.key] = outcome
@@ -369,7 +374,7 @@ class Engine:
             stored = await asyncio.to_thread(cache.get, key, across_runs=self._pinned)
             if stored is not None and self._servable(request, stored):
                 return stored.completion
-        completion = await self._ask_with_retries(request)
+        completion = self._scrub.completion(await self._ask_with_retries(request))
         self._heard(request, completion)
         if cache is not None and is_storable(completion):
             await asyncio.to_thread(cache.put, key, completion)

@@ -19,6 +19,7 @@ from pytest_expertbench.cache import ResponseCache
 from pytest_expertbench.config import ConfigError, TargetsFile, TargetSpec
 from pytest_expertbench.engine import Engine, EngineSettings
 from pytest_expertbench.records import Completion, Request, TargetError
+from pytest_expertbench.secrets import Scrubber, target_secrets
 from pytest_expertbench.targets import Target
 
 __all__ = ["TargetPool"]
@@ -48,6 +49,8 @@ class TargetPool:
         self.reserved: set[str] = set()  # targets the scorers said they will ask
         self._lock = threading.Lock()
         self._closed = False
+        # Every secret the targets file refers to, masked in every engine's outcomes.
+        self.scrubber = Scrubber.for_targets(targets.targets.values())
 
     @property
     def targets(self) -> TargetsFile:
@@ -110,12 +113,14 @@ class TargetPool:
             identity = self._identity(spec, target)
         except ConfigError as exc:
             raise TargetError(f"cannot use the target {name!r}: {exc}") from None
+        self.scrubber.add(target_secrets(target))
         return Engine(
             target,
             self._settings_for(spec),
             self._open_cache(),
             identity=identity,
             pinned=spec.revision is not None,
+            scrubber=self.scrubber,
         )
 
     def _identity(self, spec: TargetSpec, target: Target) -> Mapping[str, Any]:
