@@ -185,7 +185,9 @@ def _start_servers(run: ProcessRun) -> None:
         spec = run.pool.targets.targets[name]
         if spec.server is None:
             continue
-        server = ManagedServer(spec, run.plan.settings.report_dir, port=run.ports.get(name))
+        server = ManagedServer(
+            spec, run.plan.settings.report_dir, port=run.ports.get(name), scrubber=run.pool.scrubber
+        )
         run.servers.append(server)  # stopped with the run, even after a failed start
         try:
             server.start()

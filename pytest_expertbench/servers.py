@@ -4,8 +4,9 @@ A target's ``server:`` block names a command (vLLM, llama.cpp, Ollama, a fake) t
 serves the model for one session. The server runs in a process group of its own so
 that stopping it also stops whatever it spawned (engine workers, tokenizer pools),
 and an ``atexit`` hook stops it even when the session dies without cleaning up.
-Its output goes to a log file; when it fails to start, the error carries the last
-lines of that log, because that is where the reason is.
+Its output goes to a log file, copied there through a pipe with every secret of the
+session masked (see :mod:`pytest_expertbench.secrets`); when it fails to start, the
+error carries the last lines of that log, because that is where the reason is.
 
 POSIX only: process groups and ``killpg`` have no Windows equivalent here.
 """
@@ -20,15 +21,17 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
 from pytest_expertbench.config import ServerSpec, TargetSpec
+from pytest_expertbench.secrets import Scrubber
 
 PLACEHOLDER = "{port}"
 LOG_TAIL_LINES = 20
@@ -38,6 +41,7 @@ _FIRST_DELAY_S = 0.1
 _MAX_DELAY_S = 1.0
 _LOG_TAIL_BYTES = 64 * 1024
 _ALREADY_UP_CHECK_S = 0.5
+_LOG_COPY_JOIN_S = 5.0  # a stopped server's last output, still in the pipe
 
 HealthCheck = Callable[[float], str]  # timeout in seconds -> why not healthy ("" when healthy)
 
@@ -92,7 +96,10 @@ class ManagedServer:
         *,
         port: int | None = None,
         stop_timeout_s: float = STOP_TIMEOUT_S,
+        scrubber: Scrubber | None = None,
     ) -> None:
+        """``scrubber``: the secrets masked in the log copy (and so in a failed start's
+        message); by default those the target's entry refers to."""
         if spec.server is None:
             raise ValueError(f"target {spec.name!r} has no server to manage")
         self.spec = spec
@@ -100,7 +107,9 @@ class ManagedServer:
         self.port = port
         self.log_path = log_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.name)}.log"
         self.stop_timeout_s = stop_timeout_s
+        self.scrubber = scrubber if scrubber is not None else Scrubber.for_targets([spec])
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_copy: threading.Thread | None = None
 
     def start(self) -> RunningServer:
         if self._process is not None:
@@ -131,6 +140,9 @@ class ManagedServer:
         if process is None:
             return
         _stop_group(process, self.stop_timeout_s)
+        if self._log_copy is not None:  # the log holds all it wrote once the pipe is drained
+            self._log_copy.join(timeout=_LOG_COPY_JOIN_S)
+            self._log_copy = None
         self._process = None
         atexit.unregister(self.stop)
 
@@ -141,18 +153,28 @@ class ManagedServer:
         # Python servers (vLLM, llama-cpp-python) buffer a piped stdout: unbuffered, a
         # failed start still leaves its last words in the log.
         env = {"PYTHONUNBUFFERED": "1", **os.environ, **self.server.env}
-        with self.log_path.open("wb") as log:
-            try:
-                return subprocess.Popen(
-                    self.server.command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ServerError(self._spawn_failure(exc)) from None
+        log = self.log_path.open("wb")
+        try:
+            process = subprocess.Popen(
+                self.server.command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.close()
+            raise ServerError(self._spawn_failure(exc)) from None
+        assert process.stdout is not None
+        self._log_copy = threading.Thread(
+            target=_copy_scrubbed,
+            args=(process.stdout, log, self.scrubber),
+            name=f"expertbench-log-{self.spec.name}",
+            daemon=True,
+        )
+        self._log_copy.start()
+        return process
 
     def _spawn_failure(self, exc: OSError) -> str:
         executable = self.server.command[0]
@@ -216,7 +238,7 @@ class ManagedServer:
         lines = _tail(self.log_path, LOG_TAIL_LINES)
         if not lines:
             return f"{message}\n  (its log {self.log_path} is empty)"
-        shown = "\n".join(f"    {line}" for line in lines)
+        shown = "\n".join(f"    {self.scrubber.text(line)}" for line in lines)
         return f"{message}\n  last lines of {self.log_path}:\n{shown}"
 
 
@@ -354,6 +376,19 @@ def _exit_reason(code: int) -> str:
     except ValueError:
         name = f"signal {-code}"
     return f"was killed by {name} (code {code})"
+
+
+def _copy_scrubbed(source: IO[bytes], log: IO[bytes], scrubber: Scrubber) -> None:
+    """Copy a server's output to its log as it comes, every secret masked; closes both."""
+    with source, log:
+        carry = b""
+        while chunk := os.read(source.fileno(), _LOG_TAIL_BYTES):
+            data = carry + chunk
+            cut = scrubber.ready(data)
+            log.write(scrubber.data(data[:cut]))
+            log.flush()
+            carry = data[cut:]
+        log.write(scrubber.data(carry))
 
 
 def _tail(path: Path, count: int) -> list[str]:

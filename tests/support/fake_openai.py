@@ -22,7 +22,13 @@ Faults, each consumed by one request: ``"500"`` (any status), ``"429:1"`` (a sta
 with Retry-After seconds), ``"drop"`` (close the connection without an answer),
 ``"timeout"`` (never answer, until the server stops), ``"malformed"`` (200 with a
 body that is not JSON), ``"empty"`` (200 with no choices), ``"null"`` (200 with a
-message whose ``content`` is null, and no tool calls).
+message whose ``content`` is null, and no tool calls), ``"401-key"`` (401 quoting the
+credential received, as OpenAI's "Incorrect API key provided: sk-…" does).
+
+A careless server, for tests of secret scrubbing: with ``echo_key`` (``--echo-key``)
+every answer ends with the credentials it received (``Authorization``, ``X-Api-Key``)
+and each request's credentials are printed on stdout (the managed server's log).
+Faults can be scripted from the command line too: ``--script MATCH FAULT``.
 
 Connections are counted too (``connections`` accepted, ``max_open`` at once), for tests
 of a client's connection pool; ``close_connections()`` closes the open ones as a server's
@@ -69,8 +75,10 @@ class FakeOpenAI:
         keep: int = 1000,
         ssl_context: ssl.SSLContext | None = None,
         system_fingerprint: str | None = None,
+        echo_key: bool = False,
     ) -> None:
         self.latency_s = latency_s
+        self.echo_key = echo_key
         self.system_fingerprint = system_fingerprint  # sent with OpenAI answers when set
         self.answers: dict[str, Answer] = dict(answers or {})
         self.models = models
@@ -277,6 +285,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.fake.api_key and self.headers.get("Authorization") != f"Bearer {self.fake.api_key}":
             self._send(401, {"error": {"message": "invalid api key"}})
             return
+        if self.fake.echo_key:
+            print(f"request with {self._credentials()}", flush=True)
         model = body.get("model") if isinstance(body, dict) else None
         if self.fake.models is not None and model not in self.fake.models:
             self._send(404, {"error": {"message": f"model '{model}' not found"}})
@@ -286,7 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if fault is None or not self._fault(fault):
                 self.fake.work()
-                self._send(200, route(self.fake, body, prompt))
+                self._send(200, self._echoed(route(self.fake, body, prompt)))
         finally:
             self.fake.end()
 
@@ -296,6 +306,11 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "timeout":
                 self.fake.hang()
             self.close_connection = True
+            return True
+        if fault == "401-key":
+            token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            message = f"Incorrect API key provided: {token}. You can find your API key at …"
+            self._send(401, {"error": {"message": message, "code": "invalid_api_key"}})
             return True
         if fault == "malformed":
             self._send_raw(200, b"this is not {json", "application/json")
@@ -316,6 +331,10 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         return False
 
+    def _credentials(self) -> str:
+        names = ("Authorization", "X-Api-Key")
+        return ", ".join(f"{n}: {self.headers[n]}" for n in names if self.headers.get(n))
+
     def _control(self, body: Any) -> None:
         if not isinstance(body, dict):
             self._send(400, {"error": {"message": "expected a JSON object"}})
@@ -327,6 +346,23 @@ class _Handler(BaseHTTPRequestHandler):
         if "match" in body:
             self.fake.script(str(body["match"]), [str(f) for f in body.get("faults", [])])
         self._send(200, {"ok": True})
+
+    def _echoed(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The answer, with the credentials received appended to its text (``echo_key``)."""
+        if not self.fake.echo_key:
+            return data
+        suffix = f" (sent {self._credentials()})"
+        for choice in data.get("choices", []):
+            if isinstance(choice.get("message", {}).get("content"), str):
+                choice["message"]["content"] += suffix
+            elif isinstance(choice.get("text"), str):
+                choice["text"] += suffix
+        for key in ("message", "response"):  # Ollama's answers
+            if isinstance(data.get(key), dict) and isinstance(data[key].get("content"), str):
+                data[key]["content"] += suffix
+            elif isinstance(data.get(key), str):
+                data[key] += suffix
+        return data
 
     def _send(self, status: int, data: Any, headers: Mapping[str, str] | None = None) -> None:
         self._send_raw(status, json.dumps(data).encode(), "application/json", headers)
@@ -447,14 +483,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
     parser.add_argument("--capacity", type=int, default=64, help="requests served at once")
     parser.add_argument("--answers", help="a JSON file mapping prompt -> answer")
+    parser.add_argument(
+        "--echo-key", action="store_true", help="echo the credentials received (answers, stdout)"
+    )
+    parser.add_argument(
+        "--script",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("MATCH", "FAULT"),
+        help="the next request whose prompt contains MATCH gets FAULT (repeatable)",
+    )
     args = parser.parse_args(argv)
     answers = {}
     if args.answers:
         with open(args.answers, encoding="utf-8") as handle:
             answers = json.load(handle)
     fake = FakeOpenAI(
-        latency_s=args.latency, capacity=args.capacity, answers=answers, port=args.port
+        latency_s=args.latency,
+        capacity=args.capacity,
+        answers=answers,
+        port=args.port,
+        echo_key=args.echo_key,
     )
+    for match, fault in args.script:
+        fake.script(match, [fault])
     print(fake.port, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         fake.serve_forever()
