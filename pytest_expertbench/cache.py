@@ -132,8 +132,11 @@ class ResponseCache:
 
         The benchmark name and example id are left out on purpose, so that two
         benchmarks sharing a prompt share its answer. The example's fields are in
-        (the engine empties them for targets that do not read them). ``identity``
-        never holds a secret (targets promise it), so neither does the key.
+        (the engine empties them for targets that do not read them). A repeat after
+        the first (``repeats`` > 1) is in too, so that each repeat keeps its own answer
+        even from a target that ignores the seed; the first repeat and every request
+        of a benchmark asked once keep the keys they always had. ``identity`` never
+        holds a secret (targets promise it), so neither does the key.
         """
         asked = {
             "v": _KEY_VERSION,
@@ -144,6 +147,8 @@ class ResponseCache:
             "tools": list(request.tools),
             "fields": request.fields,
         }
+        if request.repeat:
+            asked["repeat"] = request.repeat
         canonical = json.dumps(
             asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
         )

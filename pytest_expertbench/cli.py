@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_expertbench import __version__, cache_cli
+from pytest_expertbench import __version__, baseline_cli, cache_cli
 from pytest_expertbench.baseline import BaselineError, Snapshot, load
 from pytest_expertbench.cache import CacheError
 from pytest_expertbench.config import ConfigError, parse_alpha, parse_threshold
@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _compare(args.prev, args.curr, rule, args.top, args.markdown)
         if args.command == "cache":
             return cache_cli.run(args)
+        if args.command == "baseline":
+            return baseline_cli.run(args)
         return _show(args.file)
     except (BaselineError, CacheError) as exc:
         print(f"expertbench: error: {exc}", file=sys.stderr)
@@ -89,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print the metrics of a snapshot")
     show.add_argument("file", type=Path, metavar="FILE", help="a baseline JSON or results.jsonl")
     cache_cli.add_parser(commands)
+    baseline_cli.add_parser(commands)
     return parser
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import yaml
 
-from pytest_expertbench.records import Direction, Threshold
+from pytest_expertbench.records import Direction, Threshold, repeat_aggregation
 from pytest_expertbench.scorers import (
     Asker,
     OptionError,
@@ -29,6 +29,8 @@ from pytest_expertbench.scorers import (
 from pytest_expertbench.template import TemplateError, fields_of
 
 AGGREGATIONS = ("mean", "rate", "count", "min", "max", "p50", "p90", "p95", "p99", "sum")
+# Made of each example's repeats (any k from 1 up to the benchmark's repeats).
+REPEAT_AGGREGATIONS = ("pass@k", "pass^k", "flaky")
 BUILTIN_SCORES = ("latency_ms", "tokens_per_s")
 ALL = None  # a suite size of "all"
 
@@ -92,6 +94,13 @@ class MetricSpec:
     alpha: float | None = None
     across_setups: bool = False  # a timing metric compared across concurrency and machines
 
+    @property
+    def key(self) -> str:
+        """The per-example value this metric aggregates: the score ``of`` names, or for an
+        aggregation of repeats (pass@k, pass^k, flaky) the example's own value of it,
+        kept with the example's scores as ``<of>:<agg>`` (so the gate pairs it)."""
+        return self.of if repeat_aggregation(self.agg) is None else f"{self.of}:{self.agg}"
+
 
 @dataclass(frozen=True)
 class ItemPass:
@@ -116,6 +125,14 @@ class Benchmark:
     markers: tuple[str, ...] = ()
     tools: tuple[Mapping[str, Any], ...] = ()
     item_pass: ItemPass | None = None
+    # How many times each example is asked: the file's ``repeats``, or None when it does
+    # not say (the run's --expert-bench-repeats then decides; see with_repeats).
+    repeats: int | None = None
+
+    @property
+    def times(self) -> int:
+        """How many times each example is asked (1 unless ``repeats`` says more)."""
+        return self.repeats or 1
 
     def field_user(self, field_name: str) -> str:
         """The key whose template uses ``field_name``, for error messages."""
@@ -231,6 +248,9 @@ def load_benchmark(path: Path, asker: Asker | None = None) -> Benchmark:
     tools = tuple(reader.mapping_list("tools", default=[]))
     scorers = _scorers(reader, ScorerContext(benchmark_path=path, tools=tools, asker=asker))
     generation = reader.mapping("generation", default={})
+    repeats = reader.whole("repeats", default=None)
+    if repeats is not None and repeats < 1:
+        raise ConfigError(path, "repeats", f"expected a whole number of 1 or more, got {repeats}")
     bench = Benchmark(
         name=name,
         path=path,
@@ -245,11 +265,14 @@ def load_benchmark(path: Path, asker: Asker | None = None) -> Benchmark:
         markers=tuple(reader.text_list("markers", default=[])),
         tools=tools,
         item_pass=_item_pass(reader, scorers),
+        repeats=repeats,
     )
     reader.reject_unknown(
         "name description dataset suites prompt system generation scorers metrics markers "
-        "tools item_pass"
+        "tools item_pass repeats"
     )
+    if repeats is not None:
+        check_repeats(bench)
     try:
         bench.template_fields()
     except TemplateError as exc:
@@ -348,11 +371,12 @@ def _metrics(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> tuple[MetricSp
                 f"unknown score {of!r} (scores here: {', '.join(sorted(known_scores))})",
             )
         agg = sub.text("agg", default="mean")
-        if agg not in AGGREGATIONS:
+        if agg not in AGGREGATIONS and repeat_aggregation(agg) is None:
             raise ConfigError(
                 reader.path,
                 sub.key("agg"),
-                f"expected one of {', '.join(AGGREGATIONS)}, got {agg!r}",
+                f"expected one of {', '.join(AGGREGATIONS + REPEAT_AGGREGATIONS)} "
+                f"(k a whole number of 1 or more), got {agg!r}",
             )
         direction = sub.text("direction", default=None)
         if direction not in ("higher", "lower"):
@@ -396,6 +420,37 @@ def _metrics(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> tuple[MetricSp
             )
         )
     return tuple(metrics)
+
+
+def check_repeats(bench: Benchmark, said: str = "repeats") -> None:
+    """Refuse what ``bench.times`` repeats cannot give: a pass@k or pass^k with k above
+    them, and a generation ``seed`` that is not a whole number when seeds are counted up."""
+    for spec in bench.metrics:
+        found = repeat_aggregation(spec.agg)
+        if found is not None and found[1] > bench.times:
+            raise ConfigError(
+                bench.path,
+                f"metrics.{spec.name}.agg",
+                f"{spec.agg} needs {found[1]} answers per example, but each example is asked "
+                f"{bench.times} time(s) ({said}): set repeats: {found[1]} or more",
+            )
+    seed = bench.generation.get("seed")
+    if bench.times > 1 and seed is not None and (not isinstance(seed, int) or seed is True):
+        raise ConfigError(
+            bench.path,
+            "generation.seed",
+            f"expected a whole number (repeat r is asked with seed + r), got {seed!r}",
+        )
+
+
+def with_repeats(bench: Benchmark, default: int) -> Benchmark:
+    """``bench`` with its repeats decided: its own ``repeats`` (the file's wins), else the
+    run's ``default``; raises ConfigError when a metric needs more than that."""
+    if bench.repeats is not None:
+        return bench
+    decided = replace(bench, repeats=default)
+    check_repeats(decided, "--expert-bench-repeats")
+    return decided
 
 
 def _item_pass(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> ItemPass | None:

@@ -85,11 +85,17 @@ class BenchmarkItem(pytest.Item):
         return self.planned.examples.problems.get(self.example.id)
 
     @functools.cached_property
-    def request(self) -> Request:
-        """The request for this example, rendered once (at prefetch, reused in setup)."""
-        from pytest_expertbench.run import make_request
+    def requests(self) -> tuple[Request, ...]:
+        """The requests for this example, one per repeat, rendered once (at prefetch,
+        reused in setup)."""
+        from pytest_expertbench.run import make_requests
 
-        return make_request(self.planned.benchmark, self.example)
+        return make_requests(self.planned.benchmark, self.example)
+
+    @property
+    def request(self) -> Request:
+        """The (first repeat's) request for this example."""
+        return self.requests[0]
 
     def setup(self) -> None:
         from pytest_expertbench.run import failed_example
@@ -103,9 +109,10 @@ class BenchmarkItem(pytest.Item):
                 )
             )
             raise ExampleError(self.problem)
-        request = self.request
         try:
-            completion = _answer(self, run, request)
+            # Every repeat is asked, and the item errors when any of them cannot be had:
+            # a mean over the answers that came would not be the example's score.
+            completions = tuple(_answer(self, run, request) for request in self.requests)
         except TargetError as exc:
             self._record(
                 failed_example(
@@ -113,16 +120,16 @@ class BenchmarkItem(pytest.Item):
                 )
             )
             raise ExampleError(f"model request failed: {exc.message}") from None
-        self.stash[COMPLETION_KEY] = completion
+        self.stash[COMPLETION_KEY] = completions
 
     def runtest(self) -> None:
         from pytest_expertbench.run import ScoreError, failed_example, item_verdict, score_example
 
         run = self.config.stash[RUN_KEY]
         bench = self.planned.benchmark
-        completion = self.stash[COMPLETION_KEY]
+        completions = self.stash[COMPLETION_KEY]
         try:
-            result = score_example(bench, self.example, completion, run.plan.target.name)
+            result = score_example(bench, self.example, completions, run.plan.target.name)
         except ScoreError as exc:
             self._record(failed_example(bench, self.example, run.plan.target.name, str(exc)))
             raise ExampleError(str(exc)) from None
@@ -204,7 +211,7 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
     run.prefetched.update(id(i) for i in fresh)
     run.ahead += len(fresh)
     if fresh:
-        run.engine.prefetch([i.request for i in fresh if i.problem is None])
+        run.engine.prefetch([request for i in fresh if i.problem is None for request in i.requests])
 
 
 def _queued_items(item: BenchmarkItem) -> list[pytest.Item]:

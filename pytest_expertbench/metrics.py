@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pytest_expertbench.config import MetricSpec
-from pytest_expertbench.records import MetricResult
+from pytest_expertbench.records import MetricResult, repeat_aggregation
 
 FloatArray = NDArray[np.float64]
 Interval = tuple[float, float]
@@ -75,6 +75,13 @@ def aggregate(
         value, ci, method = _rate(data, z)
     elif spec.agg == "count":
         value, ci, method = _count(data, z)
+    elif repeat_aggregation(spec.agg) is not None:
+        # ``values`` are each example's own pass@k, pass^k or flaky (see per_example):
+        # the metric is their mean, a Wilson interval when they are all 0 or 1.
+        if bool(np.all((data == 0) | (data == 1))):
+            value, ci, method = _rate(data, z)
+        else:
+            value, ci, method = _mean(data, z)
     elif spec.agg in _BOOTSTRAPPED:
         value, ci, method = _bootstrapped(
             _BOOTSTRAPPED[spec.agg], data, seed=seed, resamples=resamples, confidence=confidence
@@ -88,8 +95,32 @@ def aggregate(
         samples_used=int(data.size),
         direction=spec.direction,
         unit=spec.unit,
-        meta={"agg": spec.agg, "of": spec.of, "ci_method": method},
+        meta={"agg": spec.agg, "of": spec.key, "ci_method": method},
     )
+
+
+def per_example(agg: str, repeats: Sequence[float]) -> float:
+    """One example's value of a repeat aggregation, from its repeats' scores.
+
+    A repeat is correct when its score is > 0 (as for ``rate``). With n repeats of
+    which c are correct: ``pass@k`` is the unbiased estimator of Chen et al. (2021),
+    1 - C(n-c, k) / C(n, k), the chance that at least one of k answers drawn from the n
+    is correct; ``pass^k`` is C(c, k) / C(n, k), the chance that all k are; ``flaky``
+    is 1 when the repeats do not all give the same score, else 0.
+    """
+    found = repeat_aggregation(agg)
+    if found is None:
+        raise ValueError(f"{agg!r} is not an aggregation of repeats")
+    kind, k = found
+    if kind == "flaky":
+        return float(len(set(repeats)) > 1)
+    n = len(repeats)
+    if not 1 <= k <= n:
+        raise ValueError(f"{agg} needs {k} repeats per example, got {n}")
+    c = sum(1 for score in repeats if score > 0)
+    if kind == "pass^":
+        return math.comb(c, k) / math.comb(n, k)
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def z_score(confidence: float) -> float:

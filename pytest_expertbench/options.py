@@ -65,6 +65,12 @@ OPTIONS = (
     _Option("concurrency", "model requests in flight per process [16]", "int", "N"),
     _Option("limit", "at most N examples per benchmark", "int", "N"),
     _Option("seed", "sampling and bootstrap seed [0]", "int", "N"),
+    _Option(
+        "repeats",
+        "ask each example N times (seeds s..s+N-1), for benchmarks without their own repeats [1]",
+        "int",
+        "N",
+    ),
     _Option("cache", "response cache: resume, reuse, refresh or off [resume]", metavar="MODE"),
     _Option("cache-dir", "where the response cache lives [.expertbench/cache]", "path"),
     _Option("record", "write this run's answers as a replay file", "path"),
@@ -96,7 +102,7 @@ def option_value(config: pytest.Config, name: str) -> Any:
             raise pytest.UsageError(
                 f"{option.flag}: expected a whole number, got {value!r}"
             ) from None
-        if number < (1 if name in ("concurrency", "limit") else 0):
+        if number < (1 if name in ("concurrency", "limit", "repeats") else 0):
             raise pytest.UsageError(f"{option.flag}: {number} is too small")
         return number
     if option.kind == "seconds":
@@ -162,6 +168,7 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         concurrency=option_value(config, "concurrency") or 16,
         limit=option_value(config, "limit"),
         seed=option_value(config, "seed") or 0,
+        repeats=option_value(config, "repeats") or 1,  # a benchmark's own repeats win
         cache=cast(CacheMode, cache),
         cache_dir=option_value(config, "cache-dir") or root / ".expertbench" / "cache",
         run_id=this_run,

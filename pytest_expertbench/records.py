@@ -7,7 +7,8 @@ baseline, report) can be used and tested without pytest.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,10 +42,13 @@ class Request:
     tools: tuple[Mapping[str, Any], ...] = ()
     # The example's fields, for Python targets and `http` body templates.
     fields: Mapping[str, Any] = field(default_factory=dict)
+    # Which of the benchmark's ``repeats`` this is (0 for the first, and for every
+    # request of a benchmark asked once).
+    repeat: int = 0
 
     @property
-    def key(self) -> tuple[str, str]:
-        return (self.benchmark, self.example_id)
+    def key(self) -> tuple[str, str, int]:
+        return (self.benchmark, self.example_id, self.repeat)
 
 
 @dataclass(frozen=True)
@@ -156,3 +160,24 @@ class ExampleResult:
     error: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     details: Mapping[str, str] = field(default_factory=dict)
+    # A benchmark with ``repeats`` > 1: ``scores`` are the means over the repeats,
+    # ``repeat_scores`` each score of every repeat (in repeat order) and
+    # ``repeat_answers`` every repeat's answer ({response, tool_calls, latency_ms}, for
+    # --expert-bench-record); ``response``/``tool_calls`` are the first repeat's.
+    # Both are empty for a benchmark asked once.
+    repeat_scores: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    repeat_answers: tuple[Mapping[str, Any], ...] = ()
+
+
+_REPEAT_AGG = re.compile(r"(pass@|pass\^)([1-9][0-9]*)|flaky")
+
+
+def repeat_aggregation(agg: str) -> tuple[str, int] | None:
+    """``("pass@", k)``, ``("pass^", k)`` or ``("flaky", 0)`` for the aggregations made of
+    each example's repeats; None for the others (``mean``, ``p95`` …)."""
+    found = _REPEAT_AGG.fullmatch(agg)
+    if found is None:
+        return None
+    if agg == "flaky":
+        return ("flaky", 0)
+    return (found.group(1), int(found.group(2)))

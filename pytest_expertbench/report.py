@@ -116,6 +116,8 @@ def example_row(result: ExampleResult) -> dict[str, Any]:
         row["tool_calls"] = [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls]
     if result.details:
         row["details"] = dict(result.details)
+    if result.repeat_scores:
+        row["repeat_scores"] = {name: list(v) for name, v in result.repeat_scores.items()}
     return plain_row(row)
 
 

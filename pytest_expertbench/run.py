@@ -31,6 +31,7 @@ from pytest_expertbench.config import (
     TargetsFile,
     TargetSpec,
     load_benchmarks,
+    with_repeats,
 )
 from pytest_expertbench.datasets import (
     ExampleDataError,
@@ -39,7 +40,7 @@ from pytest_expertbench.datasets import (
     fingerprint,
     load_examples,
 )
-from pytest_expertbench.metrics import aggregate
+from pytest_expertbench.metrics import aggregate, per_example
 from pytest_expertbench.records import (
     Completion,
     Example,
@@ -47,6 +48,7 @@ from pytest_expertbench.records import (
     MetricResult,
     Request,
     Threshold,
+    repeat_aggregation,
 )
 from pytest_expertbench.report import BenchmarkResult
 from pytest_expertbench.scorers import Asker, ScoringError
@@ -79,6 +81,7 @@ class Settings:
     run_id: str = ""  # one id for all processes of a run; "" lets the cache pick one
     record: Path | None = None
     progress_s: float = 5.0  # an item waiting this long shows a progress line (0: never)
+    repeats: int = 1  # times each example is asked, for benchmarks without their own repeats
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def make_plan(
     for bench in load_benchmarks(settings.bench_dir, asker):
         suite = next((s for s in settings.suites if s in bench.suites), None)
         if suite is not None:
-            chosen.append((bench, suite))
+            chosen.append((with_repeats(bench, settings.repeats), suite))
     if not chosen:
         raise ConfigError(
             settings.bench_dir,
@@ -150,27 +153,87 @@ def make_plan(
     return Plan(settings=settings, target=target, benchmarks=tuple(planned))
 
 
-def make_request(benchmark: Benchmark, example: Example) -> Request:
+def make_request(benchmark: Benchmark, example: Example, repeat: int = 0) -> Request:
+    """The request for one example; with ``repeats`` > 1, repeat ``r`` of it, sent with
+    ``seed`` = the generation's seed (or 0) + r. A benchmark asked once sends its
+    generation as written, so its requests (and their cache keys) stay the same."""
     from pytest_expertbench.template import render
 
     problem = field_problem(benchmark, example.id, example.fields)
     if problem is not None:  # never a prompt that says "None"
         raise ExampleDataError(problem)
+    generation = benchmark.generation
+    if benchmark.times > 1:
+        generation = {**generation, "seed": int(generation.get("seed") or 0) + repeat}
     return Request(
         benchmark=benchmark.name,
         example_id=example.id,
         prompt=render(benchmark.prompt, example.fields),
         system=render(benchmark.system, example.fields) if benchmark.system else None,
-        generation=benchmark.generation,
+        generation=generation,
         tools=benchmark.tools,
         fields=example.fields,
+        repeat=repeat,
     )
 
 
+def make_requests(benchmark: Benchmark, example: Example) -> tuple[Request, ...]:
+    """Every request of one example: one per repeat."""
+    return tuple(make_request(benchmark, example, r) for r in range(benchmark.times))
+
+
 def score_example(
-    benchmark: Benchmark, example: Example, completion: Completion, target: str
+    benchmark: Benchmark,
+    example: Example,
+    completion: Completion | Sequence[Completion],
+    target: str,
 ) -> ExampleResult:
-    """Every score of one answer; raises ScoreError for a score that is not a finite number."""
+    """Every score of one example's answer, or of each of its repeats' answers.
+
+    With several answers, each score is the mean over the repeats (so the example stays
+    the unit of intervals and of the gate's paired tests), every repeat's scores are
+    kept in ``repeat_scores``, and each pass@k / pass^k / flaky metric's own value for
+    the example is added to the scores as ``<score>:<agg>``. Raises ScoreError for a
+    score that is not a finite number.
+    """
+    answers = (completion,) if isinstance(completion, Completion) else tuple(completion)
+    scored = [_scores_of(benchmark, example, answer) for answer in answers]
+    scores, details = scored[0]
+    repeats: dict[str, list[float]] = {}
+    if len(scored) > 1:
+        names = [name for name in scores if all(name in s for s, _ in scored)]
+        repeats = {name: [s[name] for s, _ in scored] for name in names}
+        scores = {
+            name: math.fsum(values) / len(values)
+            for name in dict.fromkeys(n for s, _ in scored for n in s)
+            if (values := [s[name] for s, _ in scored if name in s])
+        }
+    for spec in benchmark.metrics:
+        if repeat_aggregation(spec.agg) is not None and spec.of in scores:
+            scores[spec.key] = per_example(spec.agg, repeats.get(spec.of, [scores[spec.of]]))
+    first = answers[0]
+    return replace(
+        failed_example(benchmark, example, target, None),
+        scores=scores,
+        response=first.text,
+        tool_calls=first.tool_calls,
+        details=details,
+        repeat_scores=repeats,
+        repeat_answers=tuple(_answer_record(a) for a in answers) if len(answers) > 1 else (),
+    )
+
+
+def _answer_record(completion: Completion) -> dict[str, Any]:
+    return {
+        "response": completion.text,
+        "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in completion.tool_calls],
+        "latency_ms": completion.latency_ms,
+    }
+
+
+def _scores_of(
+    benchmark: Benchmark, example: Example, completion: Completion
+) -> tuple[dict[str, float], dict[str, str]]:
     scores: dict[str, float] = {"latency_ms": completion.latency_ms}
     if completion.completion_tokens and completion.latency_ms > 0:
         scores["tokens_per_s"] = completion.completion_tokens / (completion.latency_ms / 1000)
@@ -190,13 +253,7 @@ def score_example(
         scores[spec.name] = float(value)
         if score.detail:
             details[spec.name] = score.detail
-    return replace(
-        failed_example(benchmark, example, target, None),
-        scores=scores,
-        response=completion.text,
-        tool_calls=completion.tool_calls,
-        details=details,
-    )
+    return scores, details
 
 
 def failed_example(
@@ -287,14 +344,14 @@ def make_snapshot(
     scored = [r for r in ran if r.error is None]
     metrics: dict[str, MetricResult] = {}
     for spec in bench.metrics:
-        values = [r.scores[spec.of] for r in scored if spec.of in r.scores]
+        values = [r.scores[spec.key] for r in scored if spec.key in r.scores]
         metric = aggregate(spec, bench.name, values, seed=plan.settings.seed)
         if metric is None and spec.of not in OPTIONAL_SCORES:
             # Nothing scored (every example errored): not a metric to drop in silence,
             # but one the gate calls incomplete.
             metric = MetricResult(
                 f"{bench.name}.{spec.name}", math.nan, None, 0, spec.direction, spec.unit,
-                {"agg": spec.agg, "of": spec.of},
+                {"agg": spec.agg, "of": spec.key},
             )  # fmt: skip
         if metric is not None:
             metrics[spec.name] = replace(

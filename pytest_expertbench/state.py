@@ -129,7 +129,7 @@ COLLECTED_KEY = pytest.StashKey[Collected]()
 RECORD_KEY = pytest.StashKey[dict[str, Any]]()
 
 
-COMPLETION_KEY = pytest.StashKey[Completion]()
+COMPLETION_KEY = pytest.StashKey[tuple[Completion, ...]]()  # one answer per repeat
 
 
 def is_controller(config: pytest.Config) -> bool:
@@ -143,9 +143,12 @@ def result_to_json(result: ExampleResult) -> dict[str, Any]:
     doc["scores"] = dict(result.scores)
     doc["details"] = dict(result.details)
     doc["tool_calls"] = [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls]
+    doc["repeat_scores"] = {name: list(values) for name, values in result.repeat_scores.items()}
+    doc["repeat_answers"] = [dict(answer) for answer in result.repeat_answers]
     return doc
 
 
 def result_from_json(doc: dict[str, Any]) -> ExampleResult:
     calls = tuple(ToolCall(**c) for c in doc.get("tool_calls", ()))
-    return ExampleResult(**{**doc, "tool_calls": calls})
+    answers = tuple(doc.get("repeat_answers", ()))
+    return ExampleResult(**{**doc, "tool_calls": calls, "repeat_answers": answers})

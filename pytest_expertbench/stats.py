@@ -3,7 +3,8 @@
 Every test here is one-sided and paired where it can be: the same examples were
 asked in both runs, so each example is its own control and the noise that matters
 is how often an example's score moves, not how spread the scores are. The choice
-of test follows the metric's aggregation:
+of test follows the metric's aggregation (``pass@k``, ``pass^k`` and ``flaky`` are
+tested as the ``mean`` of each example's own value of them):
 
 * 0/1 scores under ``mean``, ``rate`` or ``count``: the exact McNemar test (a
   binomial test on the examples that changed; nothing is approximated at small n);
@@ -28,6 +29,8 @@ from statistics import NormalDist
 import numpy as np
 from numpy.typing import NDArray
 
+from pytest_expertbench.records import repeat_aggregation
+
 FloatArray = NDArray[np.float64]
 Statistic = Callable[[FloatArray], FloatArray]  # one value per row of a 2-D array
 
@@ -43,15 +46,38 @@ def _percentile(q: float) -> Statistic:
 
 
 _PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
-STATISTICS: dict[str, Statistic] = {
-    "mean": lambda rows: np.mean(rows, axis=1),
-    "sum": lambda rows: np.sum(rows, axis=1),
-    "min": lambda rows: np.min(rows, axis=1),
-    "max": lambda rows: np.max(rows, axis=1),
-    "rate": lambda rows: np.mean(rows > 0, axis=1),
-    "count": lambda rows: np.sum(rows > 0, axis=1).astype(np.float64),
-    **{agg: _percentile(q) for agg, q in _PERCENTILES.items()},
-}
+
+
+def _mean(rows: FloatArray) -> FloatArray:
+    return np.asarray(np.mean(rows, axis=1), dtype=np.float64)
+
+
+class _Statistics(dict[str, Statistic]):
+    """The statistic of each aggregation; the aggregations of repeats (``pass@k`` and
+    ``pass^k`` for every k, ``flaky``) are the mean of each example's own value of it."""
+
+    def __contains__(self, agg: object) -> bool:
+        return super().__contains__(agg) or (
+            isinstance(agg, str) and repeat_aggregation(agg) is not None
+        )
+
+    def __missing__(self, agg: str) -> Statistic:
+        if repeat_aggregation(agg) is not None:
+            return _mean
+        raise KeyError(agg)
+
+
+STATISTICS: dict[str, Statistic] = _Statistics(
+    {
+        "mean": _mean,
+        "sum": lambda rows: np.sum(rows, axis=1),
+        "min": lambda rows: np.min(rows, axis=1),
+        "max": lambda rows: np.max(rows, axis=1),
+        "rate": lambda rows: np.mean(rows > 0, axis=1),
+        "count": lambda rows: np.sum(rows > 0, axis=1).astype(np.float64),
+        **{agg: _percentile(q) for agg, q in _PERCENTILES.items()},
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +117,8 @@ def paired_test(
         raise ValueError("paired scores must be two non-empty sequences of one length")
     if agg not in STATISTICS:
         raise ValueError(f"no test for the aggregation {agg!r}")
+    if repeat_aggregation(agg) is not None:
+        agg = "mean"  # each example's own pass@k / pass^k / flaky, paired like scores
     if agg in ("rate", "count"):
         a, b = (a > 0).astype(np.float64), (b > 0).astype(np.float64)
     scale = float(a.size) if agg == "count" else 1.0

@@ -45,14 +45,14 @@ def test_every_example_is_asked_once_and_a_reuse_rerun_is_served_from_the_cache(
 ) -> None:
     use_server(project, server.base_url)
     first = project.run("--expert-bench=quick", OUT)
-    first.assert_outcomes(passed=6)
+    first.assert_outcomes(passed=6, skipped=1)  # the gate skips: no baseline
     assert project.metric(project.results(), "mini.accuracy")["value"] == 1.0
     assert dict(server.counts) == {text: 1 for _, text, _ in QUESTIONS}
 
     first.stdout.fnmatch_lines(["requests mini: 6 asked, 6 answered, 0 failed, 0 retries, *"])
 
     second = project.run("--expert-bench=quick", "--expert-bench-cache=reuse", OUT)
-    second.assert_outcomes(passed=6)
+    second.assert_outcomes(passed=6, skipped=1)
     assert server.total == 6  # no request: every answer came from the cache
     second.stdout.fnmatch_lines(["requests mini: 6 asked, 6 answered, *6 from the cache (run *)*"])
     quiet = project.run("--expert-bench=quick", "--expert-bench-cache=reuse", "-q", OUT)
@@ -74,8 +74,15 @@ def test_retries_recover_and_a_lost_example_errors_only_its_item(
     server.script(match="10 - 4", faults=["drop"])
     server.script(match="3 x 4", faults=["500", "500", "500"])
     result = project.run("--expert-bench=quick", "--expert-bench-cache=off", OUT)
-    result.assert_outcomes(passed=5, errors=1)
-    result.stdout.fnmatch_lines(["*mini[[]q2[]]: model request failed: *500*"])
+    # 5 of 6 scored is below the 90 % coverage: the gate fails the metric as incomplete
+    result.assert_outcomes(passed=5, errors=1, failed=1)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*mini[[]q2[]]: model request failed: *500*",
+            "INCOMPLETE mini.accuracy: only 5 of 6 examples scored*",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
     accuracy = project.metric(project.results(), "mini.accuracy")
     assert accuracy["value"] == 1.0
@@ -92,9 +99,14 @@ def test_an_unreachable_model_errors_every_item_with_one_line(project: Project) 
         port = probe.getsockname()[1]
     use_server(project, f"http://127.0.0.1:{port}/v1", max_retries=0)
     result = project.run("--expert-bench=quick", OUT)
-    result.assert_outcomes(errors=6)
+    result.assert_outcomes(errors=6, failed=1)  # the gate: nothing scored, incomplete
     assert result.ret == 1
-    result.stdout.fnmatch_lines([f"*mini[[]q0[]]: model request failed: *127.0.0.1:{port}*"])
+    result.stdout.fnmatch_lines(
+        [
+            f"*mini[[]q0[]]: model request failed: *127.0.0.1:{port}*",
+            "INCOMPLETE mini.accuracy: only 0 of 6 examples scored*",
+        ]
+    )
     assert "Traceback" not in result.stdout.str()
 
 
@@ -121,14 +133,14 @@ def test_xdist_gives_the_same_numbers_and_asks_once(
     project.write("other.yaml", MINI_TWIN)
     args = ("--expert-bench=quick", "--expert-bench-cache=off")
     serial = project.run(*args, "--expert-bench-report-dir=reports/serial", subprocess=True)
-    serial.assert_outcomes(passed=12)
+    serial.assert_outcomes(passed=12, skipped=2)  # the two gates: no baseline
     assert set(server.counts.values()) == {2}  # each question once per benchmark
     server.reset()
 
     spread = project.run(
         *args, "-n", "2", "--dist", dist, "--expert-bench-report-dir=reports/xdist", subprocess=True
     )
-    spread.assert_outcomes(passed=12)
+    spread.assert_outcomes(passed=12, skipped=2)  # reported once each, by the controller
     assert set(server.counts.values()) == {2}
     assert comparable_rows(project, "serial") == comparable_rows(project, "xdist")
     slow_mode_warned = "use --dist loadfile for full speed" in spread.stdout.str()
@@ -146,7 +158,7 @@ def test_xdist_writes_the_same_files_as_a_serial_run(project: Project) -> None:
             "--expert-bench=quick", f"--expert-bench-report-dir=reports/{name}", *extra,
             subprocess=True,
         )  # fmt: skip
-        result.assert_outcomes(passed=12)
+        result.assert_outcomes(passed=14)  # the two gates pass: compared, nothing changed
     rows = {}
     for name in names:
         rows[name] = project.results(name)
@@ -181,7 +193,7 @@ def test_a_killed_run_resumes_from_the_cache(project: Project) -> None:
         slow.reset()
 
         rerun = project.run("--expert-bench=quick", f"--expert-bench-cache-dir={cache}", OUT)
-        rerun.assert_outcomes(passed=6)
+        rerun.assert_outcomes(passed=6, skipped=1)
         assert slow.total == 6 - kept  # only what was missing
         assert asked_before >= kept
 
@@ -221,7 +233,7 @@ def test_the_api_key_never_reaches_a_file(
         "--expert-bench-save-baseline",
         "--expert-bench-record=rec.jsonl",
         OUT,
-    ).assert_outcomes(passed=6)
+    ).assert_outcomes(passed=6, skipped=1)
     assert server.received[-1].headers.get("Authorization") == f"Bearer {secret}"
     for path, content in project.snapshot_files().items():
         assert secret.encode() not in content, path
@@ -234,7 +246,7 @@ def test_a_managed_server_is_started_for_the_session_and_stopped_after(
 ) -> None:
     use_server(project, LOCAL + "/v1", server=fake_server_block())
     result = project.run("--expert-bench=quick", OUT, *workers, subprocess=True)
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=6, skipped=1)
     log = project.report_dir() / "live.log"
     assert log.exists()
     answers = {r["response"] for r in project.results() if r["type"] == "example"}
@@ -282,14 +294,14 @@ def test_an_item_kept_waiting_shows_progress_unless_quiet(project: Project) -> N
         use_server(project, slow.base_url, concurrency=1)
         args = ("--expert-bench=quick", "--expert-bench-cache=off", OUT)
         shown = project.run(*args, "--expert-bench-progress=0.1")
-        shown.assert_outcomes(passed=6)
+        shown.assert_outcomes(passed=6, skipped=1)
         shown.stdout.fnmatch_lines(
             ["requests mini: */6 answered*, 0 failed, 0 retries; q* has waited * s"]
         )
         quiet = project.run(*args, "--expert-bench-progress=0.1", "-q")
-        quiet.assert_outcomes(passed=6)
+        quiet.assert_outcomes(passed=6, skipped=1)
         off = project.run(*args, "--expert-bench-progress=0")
-        off.assert_outcomes(passed=6)
+        off.assert_outcomes(passed=6, skipped=1)
     assert "has waited" not in quiet.stdout.str() + off.stdout.str()
 
 

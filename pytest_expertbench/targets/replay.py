@@ -1,7 +1,8 @@
 """Answers recorded earlier (``--expert-bench-record``), replayed without a model.
 
 ``path`` is one JSONL file or a folder whose ``*.jsonl`` files are read together
-(one file per benchmark, say); an answer recorded twice is an error.
+(one file per benchmark, say); an answer recorded twice is an error. A benchmark with
+``repeats`` > 1 records one row per repeat, with its ``repeat`` index (0 when absent).
 
 A replay is deterministic down to its latency: each answer keeps the latency it was
 recorded with (the target says ``live = False`` and the engine keeps the Completion's
@@ -23,7 +24,7 @@ from pytest_expertbench.records import Completion, ExampleResult, Request, Targe
 from pytest_expertbench.targets import JsonClient, Options, as_arguments
 
 _OPTIONS = "path"
-Recording = dict[tuple[str, str], Completion]
+Recording = dict[tuple[str, str, int], Completion]  # benchmark, id, repeat
 
 
 @dataclass
@@ -47,8 +48,10 @@ class ReplayTarget:
     async def complete(self, request: Request, client: JsonClient) -> Completion:
         answer = self.load().get(request.key)
         if answer is None:
+            repeat = f" (repeat {request.repeat})" if request.repeat else ""
             raise TargetError(
-                f"no recorded answer for {request.benchmark}[{request.example_id}] in {self.path}"
+                f"no recorded answer for {request.benchmark}[{request.example_id}]{repeat} "
+                f"in {self.path}"
             )
         return answer
 
@@ -73,14 +76,15 @@ def _read_file(path: Path, answers: Recording) -> Recording:
             if line.strip():
                 key, completion = _row(line, path, number)
                 if key in answers:
+                    repeat = f" (repeat {key[2]})" if key[2] else ""
                     raise ConfigError(
-                        path, f"line {number}", f"a second answer for {key[0]}[{key[1]}]"
+                        path, f"line {number}", f"a second answer for {key[0]}[{key[1]}]{repeat}"
                     )
                 answers[key] = completion
     return answers
 
 
-def _row(line: str, path: Path, number: int) -> tuple[tuple[str, str], Completion]:
+def _row(line: str, path: Path, number: int) -> tuple[tuple[str, str, int], Completion]:
     where = f"line {number}"
     try:
         row = json.loads(line)
@@ -94,6 +98,9 @@ def _row(line: str, path: Path, number: int) -> tuple[tuple[str, str], Completio
     response = row.get("response", "")
     if not isinstance(response, str):
         raise ConfigError(path, f"{where}: response", "expected text")
+    repeat = row.get("repeat") or 0
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 0:
+        raise ConfigError(path, f"{where}: repeat", "expected a whole number of 0 or more")
     latency = row.get("latency_ms") or 0.0
     if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
         raise ConfigError(path, f"{where}: latency_ms", "expected a number of 0 or more")
@@ -107,7 +114,7 @@ def _row(line: str, path: Path, number: int) -> tuple[tuple[str, str], Completio
         tool_calls=tuple(ToolCall(c["name"], as_arguments(c.get("arguments", {}))) for c in calls),
         latency_ms=float(latency),
     )
-    return (str(row["benchmark"]), str(row["id"])), completion
+    return (str(row["benchmark"]), str(row["id"]), repeat), completion
 
 
 def write_replay(path: Path, rows: Iterable[ExampleResult]) -> None:
@@ -117,11 +124,23 @@ def write_replay(path: Path, rows: Iterable[ExampleResult]) -> None:
     replaying them reports "no recorded answer" instead of a made-up one.
     """
     lines = (
-        json.dumps(_record(result), ensure_ascii=False) + "\n"
+        json.dumps(record, ensure_ascii=False) + "\n"
         for result in rows
         if result.error is None
+        for record in _records(result)
     )
     atomic_write_text(path, "".join(lines))
+
+
+def _records(result: ExampleResult) -> list[dict[str, Any]]:
+    """One row per answer: the example's, or each repeat's with its ``repeat`` index."""
+    if not result.repeat_answers:
+        return [_record(result)]
+    base = {"benchmark": result.benchmark, "id": result.id}
+    return [
+        {**base, "repeat": r, **answer} if r else {**base, **answer}
+        for r, answer in enumerate(result.repeat_answers)
+    ]
 
 
 def _record(result: ExampleResult) -> dict[str, Any]:
