@@ -31,7 +31,7 @@ from pytest_expertbench.records import Completion, Request, TargetError, one_lin
 from pytest_expertbench.secrets import Scrubber, target_secrets
 from pytest_expertbench.targets import Target
 
-Key = tuple[str, str]
+Key = tuple[str, str, int]  # benchmark, example id, repeat
 Outcome = Completion | TargetError
 
 # The life of one request key.

@@ -18,6 +18,10 @@ As a subprocess (prints the port on its first stdout line, serves until killed):
 The subprocess is scripted with ``POST /_control`` ({"match", "faults"} or
 {"answers": {...}} or {"reset": true}) and read with ``GET /_stats``.
 
+An answer may depend on the request's ``seed`` (sampled generation asked several
+times): ``{"by_seed": {"0": "A", "1": "B"}, "default": "C"}`` answers "A" to seed 0,
+"B" to seed 1 and "C" (else the usual answer) to any other seed or none.
+
 Faults, each consumed by one request: ``"500"`` (any status), ``"429:1"`` (a status
 with Retry-After seconds), ``"drop"`` (close the connection without an answer),
 ``"timeout"`` (never answer, until the server stops), ``"malformed"`` (200 with a
@@ -213,8 +217,10 @@ class FakeOpenAI:
     def hang(self) -> None:
         self._stopping.wait(600)
 
-    def answer(self, prompt: str) -> tuple[str, list[dict[str, Any]]]:
+    def answer(self, prompt: str, seed: Any = None) -> tuple[str, list[dict[str, Any]]]:
         found = self.answers.get(prompt)
+        if isinstance(found, Mapping) and "by_seed" in found:
+            found = found["by_seed"].get(str(seed), found.get("default"))
         if found is None:
             lines = prompt.strip().splitlines() or [""]
             return f"ANSWER: {lines[-1]}", []
@@ -402,7 +408,7 @@ def _usage(prompt: str, text: str) -> dict[str, int]:
 
 
 def _chat(fake: FakeOpenAI, body: Any, prompt: str) -> dict[str, Any]:
-    text, calls = fake.answer(prompt)
+    text, calls = fake.answer(prompt, body.get("seed"))
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if calls:
         message["tool_calls"] = [
@@ -429,7 +435,7 @@ def _fingerprint(fake: FakeOpenAI) -> dict[str, str]:
 
 
 def _completions(fake: FakeOpenAI, body: Any, prompt: str) -> dict[str, Any]:
-    text, _ = fake.answer(prompt)
+    text, _ = fake.answer(prompt, body.get("seed"))
     return {
         "id": "cmpl-fake",
         "object": "text_completion",
