@@ -362,7 +362,7 @@ def _metrics(reader: _Reader, scorers: tuple[ScorerSpec, ...]) -> tuple[MetricSp
     known_scores = {s.name for s in scorers} | set(BUILTIN_SCORES)
     metrics = []
     for name in raw:
-        sub = reader.child(f"metrics.{name}")
+        sub = reader.child("metrics", str(name))
         of = sub.text("of")
         if of not in known_scores:
             raise ConfigError(
@@ -514,7 +514,7 @@ def load_targets(path: Path) -> TargetsFile:
     reader = _Reader(path, doc, "")
     targets: dict[str, TargetSpec] = {}
     for name in reader.mapping("targets"):
-        targets[str(name)] = _target(reader.child(f"targets.{name}"), str(name))
+        targets[str(name)] = _target(reader.child("targets", str(name)), str(name))
     default = reader.text("default", default=None)
     reader.reject_unknown("default targets")
     if default is not None and default not in targets:
@@ -594,10 +594,12 @@ class _Reader:
             raise ConfigError(self.path, self.key(name), "this key is required")
         return default
 
-    def child(self, name: str) -> _Reader:
+    def child(self, *path: str) -> _Reader:
+        """The mapping at ``path`` (each part one key: a name may hold dots, qwen2.5-7b)."""
         doc: Any = self.doc
-        for part in name.split("."):
+        for part in path:
             doc = doc.get(part, _MISSING) if isinstance(doc, Mapping) else _MISSING
+        name = ".".join(path)
         if doc is _MISSING:
             raise ConfigError(self.path, self.key(name), "this key is required")
         return _Reader(self.path, doc, self.key(name))

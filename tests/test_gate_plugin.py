@@ -164,3 +164,14 @@ def test_an_ini_file_sets_the_gate(project: Project) -> None:
     project.pytester.makeini("[pytest]\nexpert_bench_gate = threshold\n")
     assert project.run("--expert-bench=quick", OUT).ret == 1
     assert project.run("--expert-bench=quick", "--expert-bench-gate=both", OUT).ret == 0
+
+
+def test_names_with_dots_are_names_not_paths(project: Project) -> None:
+    project.targets({"qwen2.5-7b": {"kind": "replay", "path": "recorded/demo.jsonl"}}, "qwen2.5-7b")
+    yaml = (project.bench_dir / "mini.yaml").read_text()
+    project.write("mini.yaml", yaml.replace("  accuracy: {", "  accuracy.v2: {"))
+    assert project.run("--expert-bench=quick", SAVE, OUT).ret == 0
+    assert (project.root / "baselines" / "qwen2.5-7b" / "quick" / "mini.json").is_file()
+    again = project.run("--expert-bench=quick", OUT)
+    assert again.ret == 0
+    assert project.metric(project.results(), "mini.accuracy.v2")["status"] == "ok"
