@@ -419,7 +419,9 @@ def write_reports(
     if not outcomes:
         return
     lines = {
-        name: request_line(name, counts, collected.stopped.get(name), this_run=plan.settings.run_id)
+        name: request_line(
+            name, counts, collected.stopped.get(name), this_run=plan.settings.run_id, rate=False
+        )
         for name, counts in collected.requests.items()
     }
     text = summaries.markdown(outcomes, requests=lines)
