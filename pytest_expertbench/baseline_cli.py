@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pytest_expertbench.baseline import Snapshot, save
+from pytest_expertbench.baseline import Snapshot, restore, save
 from pytest_expertbench.config import MetricSpec
 from pytest_expertbench.metrics import aggregate
 from pytest_expertbench.records import MetricResult, repeat_aggregation
@@ -30,7 +30,9 @@ class MergeError(Exception):
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    baseline = commands.add_parser("baseline", help="build a baseline from several runs")
+    baseline = commands.add_parser(
+        "baseline", help="build a baseline from several runs, or undo a save"
+    )
     actions = baseline.add_subparsers(dest="baseline_command", required=True, metavar="ACTION")
     merge = actions.add_parser(
         "merge",
@@ -46,12 +48,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     merge.add_argument(
         "--seed", type=int, default=0, metavar="N", help="seed of the intervals' bootstraps"
     )
+    restore = actions.add_parser(
+        "restore",
+        help="put back the baseline that the last save of FILE replaced (again: undo)",
+        description="A save keeps the baseline it replaces in .prev/ beside it.",
+    )
+    restore.add_argument("file", type=Path, metavar="FILE", help="the baseline JSON file")
 
 
 def run(args: argparse.Namespace) -> int:
-    """0 written; 2 when the runs cannot be read or merged."""
+    """0 written; 2 when the runs cannot be read or merged, or nothing can be restored."""
     from pytest_expertbench.cli import read_snapshots
 
+    if args.baseline_command == "restore":
+        source = restore(args.file)  # a BaselineError is the CLI's exit 2
+        print(f"restored {args.file} from {source} (restore again to undo)")
+        return EXIT_OK
     try:
         snapshots = [_pick(path, read_snapshots(path), args.benchmark) for path in args.runs]
         merged = merge(snapshots, [str(p) for p in args.runs], seed=args.seed)

@@ -17,13 +17,14 @@ from pytest_expertbench.state import RUN_ID_KEY
 
 if TYPE_CHECKING:
     from pytest_expertbench.run import Settings
+    from pytest_expertbench.saving import SaveMode
 
 
 @dataclass(frozen=True)
 class _Option:
     name: str  # the part after --expert-bench-; "" for --expert-bench itself
     help: str
-    kind: str = "string"  # string | path | int | seconds | bool
+    kind: str = "string"  # string | path | int | seconds | bool | switch (a flag with a word)
     metavar: str | None = None
 
     @property
@@ -46,7 +47,13 @@ OPTIONS = (
     _Option("target", "the model under test, by name [the targets file's default]", metavar="NAME"),
     _Option("baseline-dir", "where baselines live [baselines]", "path"),
     _Option("baseline", "compare against this baseline label [the target's name]", metavar="LABEL"),
-    _Option("save-baseline", "write this run as the target's baseline", "bool"),
+    _Option(
+        "save-baseline",
+        "write this run as the target's baseline when it ran every example without error "
+        "and without a regression; =force: even with a regression",
+        "switch",
+        "force",
+    ),
     _Option("threshold", "relative threshold of metrics without their own [0.05]", metavar="T"),
     _Option(
         "gate",
@@ -151,14 +158,16 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         raise pytest.UsageError(
             f"--expert-bench-gate: expected threshold, significant or both, got {gate!r}"
         )
+    baseline_dir = option_value(config, "baseline-dir")
     return Settings(
         suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
         bench_dir=bench_dir,
         targets_path=option_value(config, "targets") or bench_dir / "targets.yaml",
         target=option_value(config, "target"),
-        baseline_dir=option_value(config, "baseline-dir") or root / "baselines",
+        baseline_dir=baseline_dir or root / "baselines",
+        baseline_dir_given=baseline_dir is not None,
         baseline_label=option_value(config, "baseline"),
-        save_baseline=bool(option_value(config, "save-baseline")),
+        save_baseline=_save_mode(option_value(config, "save-baseline")),
         threshold=threshold,
         gate=gate,
         alpha=_fraction_option(config, "alpha", 0.05, inclusive=False),
@@ -175,6 +184,21 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         record=option_value(config, "record"),
         progress_s=5.0 if progress is None else progress,  # 0 is a value: never
     )
+
+
+def _save_mode(value: str | None) -> SaveMode:
+    """``--expert-bench-save-baseline``: off, on (the bare flag, or true in an ini) or force."""
+    word = (value or "off").strip().lower()
+    modes: dict[str, SaveMode] = {
+        "off": "off", "false": "off", "no": "off", "0": "off",
+        "on": "on", "true": "on", "yes": "on", "1": "on", "force": "force",
+    }  # fmt: skip
+    if word not in modes:
+        raise pytest.UsageError(
+            f"--expert-bench-save-baseline: expected no value or =force, got {value!r} "
+            "(a path after the flag is taken as its value: put paths first)"
+        )
+    return modes[word]
 
 
 def _fraction_option(config: pytest.Config, name: str, default: float, *, inclusive: bool) -> float:
@@ -210,6 +234,17 @@ def add_options(parser: pytest.Parser) -> None:
                 option.flag, action="store_true", default=None, dest=dest, help=option.help
             )
             parser.addini(option.ini, option.help, type="bool", default=False)
+        elif option.kind == "switch":  # a flag that may take one word: --x or --x=force
+            group.addoption(
+                option.flag,
+                nargs="?",
+                const="on",
+                default=None,
+                dest=dest,
+                metavar=option.metavar,
+                help=option.help,
+            )
+            parser.addini(option.ini, option.help, default="")
         else:
             group.addoption(
                 option.flag, default=None, dest=dest, metavar=option.metavar, help=option.help

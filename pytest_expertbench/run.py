@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_expertbench import __version__
+from pytest_expertbench import __version__, saving
 from pytest_expertbench import baseline as baselines
 from pytest_expertbench import gate as gates
 from pytest_expertbench.baseline import DatasetInfo, MetricGate, Snapshot
@@ -51,6 +51,7 @@ from pytest_expertbench.records import (
     repeat_aggregation,
 )
 from pytest_expertbench.report import BenchmarkResult
+from pytest_expertbench.saving import SaveMode
 from pytest_expertbench.scorers import Asker, ScoringError
 
 OPTIONAL_SCORES = frozenset({"tokens_per_s"})  # only where the server reports usage
@@ -67,7 +68,8 @@ class Settings:
     target: str | None = None
     baseline_dir: Path = Path("baselines")
     baseline_label: str | None = None
-    save_baseline: bool = False
+    baseline_dir_given: bool = False  # named by the user: a missing folder is then an error
+    save_baseline: SaveMode = "off"
     threshold: Threshold = field(default_factory=lambda: Threshold(rel=0.05))
     gate: gates.GateMode = "both"
     alpha: float = 0.05
@@ -144,6 +146,7 @@ def make_plan(
             f"no benchmark belongs to the suite(s) {', '.join(settings.suites)}",
         )
     label = settings.baseline_label or target.name
+    _check_baseline_source(settings)
     planned = []
     for bench, suite in chosen:
         examples = load_examples(bench, suite, seed=settings.seed, limit=settings.limit)
@@ -151,6 +154,22 @@ def make_plan(
         snapshot = baselines.load(path) if with_baselines else None
         planned.append(PlannedBenchmark(bench, suite, examples, path, snapshot))
     return Plan(settings=settings, target=target, benchmarks=tuple(planned))
+
+
+def _check_baseline_source(settings: Settings) -> None:
+    """A baseline folder or label the user named must exist: a typo would otherwise pass
+    as "no baseline yet", and the gate would compare nothing."""
+    root = settings.baseline_dir
+    if settings.baseline_dir_given and not root.is_dir() and settings.save_baseline == "off":
+        raise ConfigError(root, "--expert-bench-baseline-dir", "no such folder")
+    label = settings.baseline_label
+    if label is not None and not (root / baselines.safe_name(label)).is_dir():
+        known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise ConfigError(
+            root,
+            "--expert-bench-baseline",
+            f"no baselines labelled {label!r} here (labels: {', '.join(known) or 'none'})",
+        )
 
 
 def make_request(benchmark: Benchmark, example: Example, repeat: int = 0) -> Request:
@@ -315,12 +334,14 @@ def conclude(
         ran_planned, snapshots, gates.decide(verdicts), strict=True
     ):
         note = None
-        if plan.settings.save_baseline:
-            note = (
-                "not saved: the run was interrupted"
-                if interrupted
-                else save_baseline(plan, planned, snapshot)
-            )
+        if plan.settings.save_baseline != "off":
+            note = saving.refusal(
+                plan.settings.save_baseline,
+                len(planned.examples.examples),
+                ran,
+                verdict,
+                interrupted=interrupted,
+            ) or save_baseline(plan, planned, snapshot)
         concluded.append(
             BenchmarkResult(
                 snapshot=snapshot,
@@ -380,28 +401,12 @@ def make_snapshot(
 
 
 def save_baseline(plan: Plan, planned: PlannedBenchmark, snapshot: Snapshot) -> str:
-    """Write the run as the target's baseline, unless that would overwrite one by accident.
-
-    A baseline of another dataset (fingerprint) is kept: replacing it must be a
-    deliberate act (delete the file), never a side effect of a partial run (-k, -x).
-    A run that scored no example (its model unreachable) has nothing to keep.
-    """
-    if not snapshot.examples:
-        return "not saved: no example was scored"
+    """Write the run as the target's baseline (under the target's name, whichever label
+    was compared against); the file it replaces is kept (see saving.py)."""
     path = baselines.baseline_path(
         plan.settings.baseline_dir, plan.target.name, planned.suite, planned.benchmark.name
     )
-    try:
-        existing = baselines.load(path)
-    except baselines.BaselineError as exc:
-        return f"not saved: the existing file is unreadable ({exc}); move it away first"
-    if existing is not None and existing.dataset.fingerprint != snapshot.dataset.fingerprint:
-        return (
-            f"not saved: {shown_path(path)} holds a baseline of other examples "
-            f"(n={existing.dataset.n}, this run n={snapshot.dataset.n}); delete it to replace it"
-        )
-    baselines.save(path, snapshot)
-    return f"saved to {shown_path(path)}"
+    return saving.save(path, snapshot, shown_path(path))
 
 
 def shown_path(path: Path) -> Path:
