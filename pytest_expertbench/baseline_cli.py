@@ -48,12 +48,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     merge.add_argument(
         "--seed", type=int, default=0, metavar="N", help="seed of the intervals' bootstraps"
     )
-    restore = actions.add_parser(
+    undo = actions.add_parser(
         "restore",
         help="put back the baseline that the last save of FILE replaced (again: undo)",
         description="A save keeps the baseline it replaces in .prev/ beside it.",
     )
-    restore.add_argument("file", type=Path, metavar="FILE", help="the baseline JSON file")
+    undo.add_argument("file", type=Path, metavar="FILE", help="the baseline JSON file")
 
 
 def run(args: argparse.Namespace) -> int:
