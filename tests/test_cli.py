@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pytest_expertbench.baseline import DatasetInfo, Snapshot, save
-from pytest_expertbench.gate import compare
 from pytest_expertbench.cli import main
+from pytest_expertbench.gate import compare
 from pytest_expertbench.records import Direction, ExampleResult, MetricResult, Threshold
 from pytest_expertbench.report import (
     BenchmarkResult,
