@@ -23,6 +23,7 @@ from pytest_expertbench.config import Benchmark, TargetSpec
 # Scores that measure the setup (server, load, machine) as much as the model.
 TIMING_SCORES = frozenset({"latency_ms", "tokens_per_s"})
 TIMING_UNITS = frozenset({"ms", "s", "tokens/s"})
+MEANING_DEFAULTS = {"repeats": 1}
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ def run_context(benchmark: Benchmark, target: TargetSpec, concurrency: int) -> d
     ]
     return {
         "generation": dict(benchmark.generation),
+        "repeats": benchmark.times,
         "scorers": _digest(scorers),
         "prompt": _digest([benchmark.prompt, benchmark.system, list(benchmark.tools)]),
         "target": {
@@ -74,10 +76,11 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> Differences:
     taken as it is."""
     if not old or not new:
         return Differences()
+    was = {**MEANING_DEFAULTS, **old}  # a context written before a key existed
     meaning = [
-        _said(key, old.get(key), new.get(key))
-        for key in ("generation", "scorers", "prompt")
-        if old.get(key) != new.get(key)
+        _said(key, was.get(key), new.get(key))
+        for key in ("generation", "repeats", "scorers", "prompt")
+        if was.get(key) != new.get(key)
     ]
     setup = [
         _said(key, old.get(key), new.get(key))

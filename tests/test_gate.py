@@ -352,3 +352,14 @@ def test_detectable_change_shrinks_with_n() -> None:
     small = stats.paired_test("mean", *map(np.array, flipped(25, 0.6, 2, 2)))
     large = stats.paired_test("mean", *map(np.array, flipped(2500, 0.6, 200, 200)))
     assert small.detectable > 5 * large.detectable
+
+
+def test_a_changed_number_of_repeats_is_not_compared() -> None:
+    from pytest_expertbench.comparability import differences
+
+    base = {"generation": {"temperature": 0.7}, "scorers": "s", "prompt": "p"}
+    assert differences(base, {**base, "repeats": 1}).meaning is None  # an older context
+    assert differences(base, {**base, "repeats": 5}).meaning == ("repeats 1 → 5: not comparable")
+    assert differences({**base, "concurrency": 1}, {**base, "concurrency": 8}).setup == (
+        "concurrency 1 → 8: timing not comparable"
+    )
