@@ -3,7 +3,9 @@
 A target's ``server:`` block names a command (vLLM, llama.cpp, Ollama, a fake) that
 serves the model for one session. The server runs in a process group of its own so
 that stopping it also stops whatever it spawned (engine workers, tokenizer pools),
-and an ``atexit`` hook stops it even when the session dies without cleaning up.
+an ``atexit`` hook stops it even when the session dies without cleaning up, and a
+watchdog process (:mod:`pytest_expertbench.watchdog`) stops it when pytest is killed
+outright (SIGKILL), which runs no cleanup at all.
 Its output goes to a log file, copied there through a pipe with every secret of the
 session masked (see :mod:`pytest_expertbench.secrets`); when it fails to start, the
 error carries the last lines of that log, because that is where the reason is.
@@ -21,6 +23,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +35,7 @@ import httpx
 
 from pytest_expertbench.config import ServerSpec, TargetSpec
 from pytest_expertbench.secrets import Scrubber
+from pytest_expertbench.watchdog import group_alive as _group_alive
 
 PLACEHOLDER = "{port}"
 LOG_TAIL_LINES = 20
@@ -110,6 +114,7 @@ class ManagedServer:
         self.scrubber = scrubber if scrubber is not None else Scrubber.for_targets([spec])
         self._process: subprocess.Popen[bytes] | None = None
         self._log_copy: threading.Thread | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RunningServer:
         if self._process is not None:
@@ -140,6 +145,9 @@ class ManagedServer:
         if process is None:
             return
         _stop_group(process, self.stop_timeout_s)
+        if self._watchdog is not None:  # after the group: a kill meanwhile leaves it the job
+            _end(self._watchdog)
+            self._watchdog = None
         if self._log_copy is not None:  # the log holds all it wrote once the pipe is drained
             self._log_copy.join(timeout=_LOG_COPY_JOIN_S)
             self._log_copy = None
@@ -167,6 +175,14 @@ class ManagedServer:
             log.close()
             raise ServerError(self._spawn_failure(exc)) from None
         assert process.stdout is not None
+        try:
+            self._watchdog = _start_watchdog(process.pid, self.stop_timeout_s)
+        except OSError as exc:
+            _stop_group(process, 0.0)
+            log.close()
+            raise ServerError(
+                f"server for target {self.spec.name}: its watchdog could not start: {exc}"
+            ) from None
         self._log_copy = threading.Thread(
             target=_copy_scrubbed,
             args=(process.stdout, log, self.scrubber),
@@ -310,6 +326,31 @@ def _tcp_problem(port: int, timeout_s: float) -> str:
 
 # ---------------------------------------------------------------------- stopping
 
+_WATCHDOG = Path(__file__).with_name("watchdog.py")
+
+
+def _start_watchdog(group: int, grace_s: float) -> subprocess.Popen[bytes]:
+    """The process that stops the group if this one dies without stopping it.
+
+    Its own session: a Ctrl-C sent to the terminal's process group is not for it, and
+    the signals sent to the server's group do not reach it.
+    """
+    command = [sys.executable, "-I", str(_WATCHDOG), str(os.getpid()), str(group), f"{grace_s:g}"]
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=_LOG_COPY_JOIN_S)
+
 
 def _stop_group(process: subprocess.Popen[bytes], timeout_s: float) -> None:
     """Stop the server's process group: politely first, for ``timeout_s`` at most."""
@@ -337,32 +378,6 @@ def _signal_group(group: int, sig: signal.Signals) -> bool:
     except PermissionError:  # a member changed user: nothing more we may do
         return False
     return True
-
-
-def _group_alive(group: int) -> bool:
-    """Whether a member of the group still runs; zombies do not count.
-
-    Orphans of a server are reaped by PID 1, which in a container may never happen:
-    ``killpg(group, 0)`` would then see the group alive forever, so Linux reads /proc.
-    """
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(group, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(group) and fields[0] not in ("Z", "X"):
-            return True
-    return False
 
 
 # ---------------------------------------------------------------------- reporting
