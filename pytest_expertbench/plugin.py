@@ -22,6 +22,8 @@ import pytest
 
 from pytest_expertbench import hookspecs
 from pytest_expertbench.gate_items import CONCLUDE_KEY, GATES_KEY, GateOrder
+from pytest_expertbench.interrupts import interrupt_once
+from pytest_expertbench.interrupts import track as track_worker
 from pytest_expertbench.items import FAST_DIST_MODES, BenchmarkFile, BenchmarkItem
 from pytest_expertbench.options import add_options, option_value, settings_from
 from pytest_expertbench.state import (
@@ -102,6 +104,8 @@ def pytest_configure(config: pytest.Config) -> None:
         partial = settings.report_dir / "results.partial.jsonl"
         config.stash[COLLECTED_KEY] = Collected(partial=partial)
         config.pluginmanager.register(ResultSink(config), "expertbench-results")
+    else:  # an xdist worker, which its controller interrupts when it is (interrupts.py)
+        interrupt_once(config)
     _collect_benchmark_dir(config, settings.bench_dir)
 
 
@@ -245,6 +249,7 @@ def pytest_configure_node(node: Any) -> None:
     """Tell each xdist worker the --dist mode (workers see their own as "no") and the
     managed server's port."""
     node.workerinput[DIST_KEY] = node.config.getoption("dist", "no")
+    track_worker(node)  # interrupted with the controller
     run = node.config.stash.get(RUN_KEY, None)
     if run is not None:
         node.workerinput[RUN_ID_KEY] = run.plan.settings.run_id
