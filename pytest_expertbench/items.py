@@ -23,6 +23,7 @@ from pytest_expertbench.state import (
     result_to_json,
 )
 from pytest_expertbench.summary import waiting_line
+from pytest_expertbench.worksteal import guard
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
@@ -192,8 +193,10 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
     Under no xdist, --dist loadfile and loadscope a benchmark file runs whole in one
     process, so its first item queues them all. Under --dist load only the items
     already sent to this worker are known, so those are queued, looking again
-    whenever fewer than two rounds of requests are left ahead; under other modes
-    (worksteal) an item asks only for itself, which keeps every example asked once.
+    whenever fewer than two rounds of requests are left ahead. Under worksteal the
+    items asked ahead for (up to four rounds) are claimed, so that no other worker
+    steals them (worksteal.py). Under other modes an item asks only for itself, which
+    keeps every example asked once.
     """
     run.ahead -= 1
     if run.dist in FAST_DIST_MODES:
@@ -205,6 +208,11 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
         if run.ahead >= 2 * run.plan.settings.concurrency and id(item) in run.prefetched:
             return
         upcoming = _queued_items(item)
+    elif run.dist == "worksteal" and (steal_guard := guard(item.config)) is not None:
+        concurrency = run.plan.settings.concurrency
+        if run.ahead >= 2 * concurrency and id(item) in run.prefetched:
+            return
+        upcoming = [item, *steal_guard.claim(item.session.items, 4 * concurrency - run.ahead)]
     else:
         upcoming = [item]
     fresh = [i for i in upcoming if isinstance(i, BenchmarkItem) and id(i) not in run.prefetched]
