@@ -21,6 +21,8 @@ import contextlib
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -71,14 +73,25 @@ def interrupt_once(config: pytest.Config) -> None:
     A handler someone else set is left alone; the previous one comes back when the
     session ends.
     """
+    handle_unless_taken(config, signal.SIGINT, signal.default_int_handler, _first_interrupt)
+
+
+Handler = Callable[[int, FrameType | None], Any]
+
+
+def handle_unless_taken(
+    config: pytest.Config, signum: int, default: Handler | int, handler: Handler
+) -> None:
+    """Handle ``signum`` with ``handler`` for the session, unless a handler other than
+    ``default`` is set (someone else's is left alone); ``default`` comes back at the end."""
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if signal.getsignal(signum) is not default:
         return
-    signal.signal(signal.SIGINT, _first_interrupt)
+    signal.signal(signum, handler)
 
     def restore() -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signum, default)
 
     config.add_cleanup(restore)
 

@@ -11,7 +11,6 @@ controller aggregates, compares and writes files.
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from importlib.metadata import entry_points
@@ -22,7 +21,7 @@ import pytest
 
 from pytest_expertbench import hookspecs
 from pytest_expertbench.gate_items import CONCLUDE_KEY, GATES_KEY, GateOrder
-from pytest_expertbench.interrupts import interrupt_once
+from pytest_expertbench.interrupts import handle_unless_taken, interrupt_once
 from pytest_expertbench.interrupts import track as track_worker
 from pytest_expertbench.items import FAST_DIST_MODES, BenchmarkFile, BenchmarkItem
 from pytest_expertbench.options import add_options, option_value, settings_from
@@ -163,16 +162,7 @@ def _interrupt_on_sigterm(config: pytest.Config) -> None:
     what ran is reported (never saved as a baseline). A handler someone else set is
     left alone; the default comes back when the session ends.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    config.add_cleanup(restore)
+    handle_unless_taken(config, signal.SIGTERM, signal.SIG_DFL, _raise_keyboard_interrupt)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
