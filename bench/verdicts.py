@@ -44,7 +44,7 @@ BASE_ACCURACY = 0.6
 NS = (25, 100, 500, 1319, 5000)
 FLIPS = (0.05, 0.10, 0.15)
 DROPS = (0.02, 0.05, 0.10, 0.25)
-RULES = {"both": GateRule(), "threshold": GateRule(mode="threshold")}
+RULES = {"both": GateRule(), "threshold": GateRule(mode="threshold")}  # --alpha changes both
 
 
 @dataclass(frozen=True)
@@ -183,19 +183,22 @@ def detections(reps: int, seed: int) -> None:
 
 
 def sessions(reps: int, seed: int) -> None:
-    print("\nA 7-benchmark session of an unchanged model (accuracy and latency p95 each)")
-    print(f"{'flip':>6}{'n':>7}  {'both':>8}  {'threshold':>9}")
-    for flip in (0.10,):
+    print("\nA 7-benchmark session of an unchanged model (10 % of answers change)")
+    print(f"{'metrics':<22}{'n':>5}  {'both':>8}  {'threshold':>9}")
+    for label, specs in (
+        ("accuracy", (ACCURACY,)),
+        ("accuracy + latency p95", (ACCURACY, LATENCY)),
+    ):
         for n in (25, 100, 500):
             counts = dict.fromkeys(RULES, 0)
             rng = np.random.default_rng(seed)
             for _ in range(reps):
-                models = [Model.make(n, flip, rng) for _ in range(7)]
-                for name, verdicts in judged(models, models, rng, (ACCURACY, LATENCY)).items():
+                models = [Model.make(n, 0.10, rng) for _ in range(7)]
+                for name, verdicts in judged(models, models, rng, specs).items():
                     counts[name] += flagged(verdicts, None)
             both = counts["both"]
             print(
-                f"{flip:>6.0%}{n:>7}  {rate(both, reps)}  {rate(counts['threshold'], reps):>9}"
+                f"{label:<22}{n:>5}  {rate(both, reps)}  {rate(counts['threshold'], reps):>9}"
                 f"  (95 % upper bound {100 * wilson_high(both, reps):.1f} %)"
             )
 
@@ -215,12 +218,20 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=1000, help="runs per cell (default 1000)")
     parser.add_argument("--quick", action="store_true", help="200 runs per cell")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alpha", type=float, default=0.05, help="the gate's alpha (0.05)")
+    parser.add_argument(
+        "--only", choices=("alarms", "detection", "sessions"), help="one table of the three"
+    )
     args = parser.parse_args()
+    RULES.update(both=GateRule(alpha=args.alpha), threshold=GateRule(mode="threshold"))
     reps = 200 if args.quick else args.reps
     started = time.perf_counter()
-    false_alarms(reps, args.seed)
-    detections(max(reps // 2, 100), args.seed)
-    sessions(max(reps // 2, 100), args.seed)
+    if args.only in (None, "alarms"):
+        false_alarms(reps, args.seed)
+    if args.only in (None, "detection"):
+        detections(max(reps // 2, 100), args.seed)
+    if args.only in (None, "sessions"):
+        sessions(max(reps // 2, 100), args.seed)
     identical(args.seed)
     print(f"\n({reps} runs per false-alarm cell; {time.perf_counter() - started:.0f} s)")
 
