@@ -14,7 +14,7 @@ from pathlib import Path
 from pytest_expertbench import __version__, baseline_cli, cache_cli
 from pytest_expertbench.baseline import BaselineError, Snapshot, load
 from pytest_expertbench.cache import CacheError
-from pytest_expertbench.config import ConfigError, parse_alpha, parse_threshold
+from pytest_expertbench.config import ConfigError
 from pytest_expertbench.gate import GATE_MODES, GateRule, compare, decide
 from pytest_expertbench.records import Threshold
 from pytest_expertbench.report import BenchmarkResult, read_results
@@ -27,6 +27,7 @@ from pytest_expertbench.summary import (
     markdown,
     terminal_lines,
 )
+from pytest_expertbench.thresholds import parse_alpha, parse_threshold
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -132,9 +132,10 @@ def _ini_dir(config: pytest.Config) -> Path:
 
 
 def settings_from(config: pytest.Config, suites: str) -> Settings:
-    from pytest_expertbench.config import ConfigError, parse_threshold
+    from pytest_expertbench.config import ConfigError
     from pytest_expertbench.gate import GATE_MODES
     from pytest_expertbench.run import CacheMode, Settings, run_id
+    from pytest_expertbench.thresholds import parse_threshold
 
     root = _ini_dir(config)
     bench_dir = option_value(config, "dir") or root / "benchmarks_suites"

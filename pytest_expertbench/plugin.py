@@ -111,10 +111,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
     """The plan and the targets' pool; the model under test is built now, so that a bad
     target stops the run before any item, and judges when a scorer first asks them."""
-    from pytest_expertbench.config import load_targets
     from pytest_expertbench.engine import EngineSettings
     from pytest_expertbench.judging import TargetPool
     from pytest_expertbench.run import make_plan
+    from pytest_expertbench.targets_file import load_targets
 
     targets, ports = _with_ports(config, load_targets(settings.targets_path))
     under_test = targets.get(settings.target)

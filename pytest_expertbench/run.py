@@ -24,13 +24,13 @@ from pytest_expertbench import __version__, saving
 from pytest_expertbench import baseline as baselines
 from pytest_expertbench import gate as gates
 from pytest_expertbench.baseline import DatasetInfo, MetricGate, Snapshot
+from pytest_expertbench.benchmark_file import load_benchmarks
 from pytest_expertbench.comparability import run_context
 from pytest_expertbench.config import (
     Benchmark,
     ConfigError,
     TargetsFile,
     TargetSpec,
-    load_benchmarks,
     with_repeats,
 )
 from pytest_expertbench.datasets import (

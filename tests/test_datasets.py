@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_expertbench.config import ConfigError, load_benchmark
+from pytest_expertbench.benchmark_file import load_benchmark
+from pytest_expertbench.config import ConfigError
 from pytest_expertbench.datasets import (
     ExampleDataError,
     field_problem,
@@ -196,7 +197,8 @@ HUB_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from pytest_expertbench.config import load_benchmark, ConfigError
+    from pytest_expertbench.benchmark_file import load_benchmark
+    from pytest_expertbench.config import ConfigError
     from pytest_expertbench.datasets import load_examples
     try:
         examples = load_examples(load_benchmark(Path(sys.argv[1])), "standard").examples

@@ -11,20 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
+from pytest_expertbench.benchmark_file import load_benchmark
 from pytest_expertbench.cache import ResponseCache
-from pytest_expertbench.config import (
-    Benchmark,
-    ConfigError,
-    TargetsFile,
-    TargetSpec,
-    load_benchmark,
-    load_targets,
-)
+from pytest_expertbench.config import Benchmark, ConfigError, TargetsFile, TargetSpec
 from pytest_expertbench.engine import EngineSettings
 from pytest_expertbench.judging import TargetPool
 from pytest_expertbench.records import Completion, Example, Request, Score, TargetError
 from pytest_expertbench.scorers.judge import JudgeError, read_score, read_verdict, word_pattern
 from pytest_expertbench.targets import Target, build_target
+from pytest_expertbench.targets_file import load_targets
 from pytest_expertbench.template import render
 from tests.support.fake_openai import FakeOpenAI
 

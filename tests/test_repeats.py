@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from pytest_expertbench import baseline, metrics, stats
+from pytest_expertbench.benchmark_file import load_benchmark
 from pytest_expertbench.cache import ResponseCache
 from pytest_expertbench.cli import main
-from pytest_expertbench.config import ConfigError, MetricSpec, load_benchmark
+from pytest_expertbench.config import ConfigError, MetricSpec
 from pytest_expertbench.records import Request
 from tests.helpers import QUESTIONS, Project, replay_rows, short_benchmark
 from tests.support.fake_openai import FakeOpenAI

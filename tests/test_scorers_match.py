@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_expertbench.config import ConfigError, load_benchmark
+from pytest_expertbench.benchmark_file import load_benchmark
+from pytest_expertbench.config import ConfigError
 from pytest_expertbench.records import Completion, Example, Score
 from pytest_expertbench.scorers import OptionError, ScorerContext, get_scorer
 
