@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_expertbench.breaker import Breaker, NotAsked, threshold_for
-from pytest_expertbench.cache import ResponseCache, Stored
+from pytest_expertbench.cache import ResponseCache
+from pytest_expertbench.cached_answers import CachedAnswers, CacheStats
 from pytest_expertbench.clients import ClientPool, RateLimiter
 from pytest_expertbench.records import Completion, Request, TargetError, one_line
+from pytest_expertbench.request_stats import BenchmarkCounters, BenchmarkStats
+from pytest_expertbench.retries import backoff_s, capped_error, final_error
 from pytest_expertbench.secrets import Scrubber, target_secrets
 from pytest_expertbench.targets import Target
 
@@ -49,89 +51,6 @@ class EngineSettings:
     max_retry_after_s: float = 60.0
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
-
-
-@dataclass(frozen=True)
-class BenchmarkStats:
-    """Progress of one benchmark's requests, for the terminal progress line and summary."""
-
-    asked: int = 0
-    done: int = 0
-    errors: int = 0
-    retries: int = 0
-    cached: int = 0
-    elapsed_s: float = 0.0  # first start → last finish
-    not_asked: int = 0  # errors because the breaker had opened (counted in errors too)
-    stopped: str | None = None  # why the engine stopped asking, once it refused a request
-
-
-@dataclass
-class _Counters:
-    asked: int = 0
-    done: int = 0
-    errors: int = 0
-    retries: int = 0
-    cached: int = 0
-    not_asked: int = 0
-    first_start: float | None = None
-    last_finish: float | None = None
-
-    def snapshot(self, stopped: str | None) -> BenchmarkStats:
-        elapsed = 0.0
-        if self.first_start is not None and self.last_finish is not None:
-            elapsed = max(0.0, self.last_finish - self.first_start)
-        return BenchmarkStats(
-            self.asked,
-            self.done,
-            self.errors,
-            self.retries,
-            self.cached,
-            elapsed,
-            self.not_asked,
-            stopped if self.not_asked else None,
-        )
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    """Where one benchmark's cached answers came from, and what the server said it is."""
-
-    stale: int = 0  # stored answers not served: the server now reports another fingerprint
-    from_runs: Mapping[str, int] = field(default_factory=dict)  # served answers by run id
-    fingerprints: Mapping[str, int] = field(default_factory=dict)  # live answers by fingerprint
-
-    def counts(self) -> dict[str, float]:
-        """Flat numbers, as the request counts travel (summed over xdist workers):
-        ``cache_stale``, ``cached_from:<run id>`` and ``fingerprint:<fingerprint>``."""
-        flat = {"cache_stale": float(self.stale)}
-        flat.update({f"cached_from:{run}": float(n) for run, n in self.from_runs.items()})
-        flat.update({f"fingerprint:{fp}": float(n) for fp, n in self.fingerprints.items()})
-        return flat
-
-
-@dataclass
-class _CacheCounters:
-    stale: int = 0
-    from_runs: Counter[str] = field(default_factory=Counter)
-    fingerprints: Counter[str] = field(default_factory=Counter)
-
-    def snapshot(self) -> CacheStats:
-        return CacheStats(self.stale, dict(self.from_runs), dict(self.fingerprints))
-
-
-def is_cacheable(request: Request) -> bool:
-    """Only a deterministic request may be answered from the cache."""
-    return request.generation.get("temperature", 0) == 0 or "seed" in request.generation
-
-
-def is_storable(completion: Completion) -> bool:
-    """Only an answer with text or tool calls is kept in the cache.
-
-    An empty answer (``content: null`` without tool calls, or blank text) is what a
-    server mid-restart or out of memory sends too: cached, it would be served again
-    on every run after the server is fixed. Errors never get here.
-    """
-    return bool(completion.tool_calls) or bool(completion.text.strip())
 
 
 class Engine:
@@ -161,20 +80,21 @@ class Engine:
             raise ValueError("concurrency must be at least 1")
         self.target = target
         self.settings = settings
-        self.cache = cache
         self._live = bool(getattr(target, "live", True))
-        self._identity: Mapping[str, Any] = target.identity() if identity is None else identity
-        self._pinned = pinned
+        self._cached = CachedAnswers(
+            cache,
+            target.identity() if identity is None else identity,
+            live=self._live,
+            pinned=pinned,
+            reads_fields=bool(getattr(target, "reads_fields", False)),
+        )
         self._scrub = scrubber if scrubber is not None else Scrubber(target_secrets(target))
-        self._fingerprints: set[str] = set()  # what the server reported in this process
-        self._cache_counters: dict[str, _CacheCounters] = {}
-        self._reads_fields = bool(getattr(target, "reads_fields", False))
         self._lock = threading.Condition()
         self._state: dict[Key, str] = {}
         self._queue: deque[Request] = deque()
         self._urgent: deque[Request] = deque()
         self._finished: dict[Key, Outcome] = {}
-        self._counters: dict[str, _Counters] = {}
+        self._counters: dict[str, BenchmarkCounters] = {}
         self._in_flight = 0
         self._peak_in_flight = 0
         self._closed = False
@@ -234,8 +154,11 @@ class Engine:
             return {name: c.snapshot(stopped) for name, c in self._counters.items()}
 
     def cache_stats(self) -> Mapping[str, CacheStats]:
-        with self._lock:
-            return {name: c.snapshot() for name, c in self._cache_counters.items()}
+        return self._cached.stats()
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        return self._cached.cache
 
     @property
     def peak_in_flight(self) -> int:
@@ -279,10 +202,10 @@ class Engine:
         self._urgent.append(request)
         self._wake()
 
-    def _count(self, request: Request) -> _Counters:
+    def _count(self, request: Request) -> BenchmarkCounters:
         counters = self._counters.get(request.benchmark)
         if counters is None:
-            counters = self._counters[request.benchmark] = _Counters()
+            counters = self._counters[request.benchmark] = BenchmarkCounters()
         return counters
 
     def _wake(self) -> None:
@@ -368,48 +291,14 @@ class Engine:
         self._pump()
 
     async def _answer(self, request: Request) -> Completion:
-        cache = self.cache if self._live and is_cacheable(request) else None
-        key = cache.key(self._identity, self._keyed(request)) if cache is not None else ""
-        if cache is not None:
-            stored = await asyncio.to_thread(cache.get, key, across_runs=self._pinned)
-            if stored is not None and self._servable(request, stored):
-                return stored.completion
+        key = self._cached.key(request)
+        if key is not None:
+            stored = await self._cached.served(request, key)
+            if stored is not None:
+                return stored
         completion = self._scrub.completion(await self._ask_with_retries(request))
-        self._heard(request, completion)
-        if cache is not None and is_storable(completion):
-            await asyncio.to_thread(cache.put, key, completion)
+        await self._cached.heard(request, key, completion)
         return completion
-
-    def _servable(self, request: Request, stored: Stored) -> bool:
-        """False for an answer from a server that reported another fingerprint than the
-        live answers of this run did (in this process): the deployment changed."""
-        fingerprint = stored.completion.server_fingerprint
-        with self._lock:
-            counters = self._cache_count(request)
-            heard = self._fingerprints
-            if fingerprint is not None and heard and fingerprint not in heard:
-                counters.stale += 1
-                return False
-            counters.from_runs[stored.run_id] += 1
-            return True
-
-    def _heard(self, request: Request, completion: Completion) -> None:
-        fingerprint = completion.server_fingerprint
-        if fingerprint is not None:
-            with self._lock:
-                self._fingerprints.add(fingerprint)
-                self._cache_count(request).fingerprints[fingerprint] += 1
-
-    def _cache_count(self, request: Request) -> _CacheCounters:
-        counters = self._cache_counters.get(request.benchmark)
-        if counters is None:
-            counters = self._cache_counters[request.benchmark] = _CacheCounters()
-        return counters
-
-    def _keyed(self, request: Request) -> Request:
-        """The request as the cache key sees it: example fields count only if the target reads
-        them, so that a prompt shared by two benchmarks shares its answer."""
-        return request if self._reads_fields else replace(request, fields={})
 
     async def _ask_with_retries(self, request: Request) -> Completion:
         """The answer after at most ``max_retries`` retries; none once the breaker is open."""
@@ -422,30 +311,25 @@ class Engine:
             try:
                 completion = await self._ask_once(request)
             except TargetError as error:
-                error = self._capped(error)
+                error = capped_error(error, self.settings.max_retry_after_s)
                 if (
                     not error.retryable
                     or attempt > self.settings.max_retries
                     or self._breaker.is_open
                 ):
-                    raise _final(error, attempt) from None
+                    raise final_error(error, attempt) from None
                 with self._lock:
                     self._count(request).retries += 1
-                if await self._breaker.sleep(self._backoff(attempt, error.retry_after)):
-                    raise _final(error, attempt) from None
+                delay = backoff_s(
+                    attempt,
+                    error.retry_after,
+                    base_s=self.settings.backoff_base_s,
+                    max_s=self.settings.backoff_max_s,
+                )
+                if await self._breaker.sleep(delay):
+                    raise final_error(error, attempt) from None
             else:
                 return replace(completion, attempts=attempt)
-
-    def _capped(self, error: TargetError) -> TargetError:
-        """``error``, made final when the server asks to wait longer than the cap."""
-        cap = self.settings.max_retry_after_s
-        if error.retry_after is None or error.retry_after <= cap:
-            return error
-        return TargetError(
-            f"{error.message}: the server asked to wait {error.retry_after:g} s, "
-            f"above the {cap:g} s cap (max_retry_after_s)",
-            status=error.status,
-        )
 
     async def _ask_once(self, request: Request) -> Completion:
         if self._limiter is not None:
@@ -469,14 +353,6 @@ class Engine:
             return completion
         return replace(completion, latency_ms=(time.perf_counter() - started) * 1000.0)
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with full jitter; never shorter than the server asked."""
-        ceiling = min(
-            self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1)
-        )
-        delay = random.uniform(0, ceiling)
-        return max(delay, retry_after) if retry_after is not None else delay
-
     async def _shutdown(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:
@@ -493,16 +369,3 @@ def _seconds_left(deadline: float | None) -> float | None:
     if left <= 0:
         raise TimeoutError("no answer yet")
     return left
-
-
-def _final(error: TargetError, attempts: int) -> TargetError:
-    """The last error, saying how many attempts were made when there was more than one."""
-    if attempts == 1:
-        return error
-    return TargetError(
-        f"{error.message} (after {attempts} attempts)",
-        retryable=error.retryable,
-        retry_after=error.retry_after,
-        status=error.status,
-        connection_failed=error.connection_failed,
-    )

@@ -19,8 +19,9 @@ from pytest_expertbench.records import Completion, ExampleResult, ToolCall
 if TYPE_CHECKING:
     from pytest_expertbench import report
     from pytest_expertbench.cache import ResponseCache
-    from pytest_expertbench.engine import BenchmarkStats, Engine
+    from pytest_expertbench.engine import Engine
     from pytest_expertbench.judging import TargetPool
+    from pytest_expertbench.request_stats import BenchmarkStats
     from pytest_expertbench.run import Plan
     from pytest_expertbench.servers import ManagedServer
 

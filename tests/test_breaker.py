@@ -12,7 +12,8 @@ import pytest
 
 from pytest_expertbench.breaker import Breaker, NotAsked, threshold_for
 from pytest_expertbench.cache import ResponseCache
-from pytest_expertbench.engine import Engine, EngineSettings, is_storable
+from pytest_expertbench.cached_answers import is_storable
+from pytest_expertbench.engine import Engine, EngineSettings
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
 from pytest_expertbench.targets.openai import OpenAITarget
 from tests.support.fake_openai import FakeOpenAI
