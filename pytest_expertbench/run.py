@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import platform
-import subprocess
-import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_expertbench import __version__, saving
 from pytest_expertbench import baseline as baselines
 from pytest_expertbench import gate as gates
-from pytest_expertbench.baseline import DatasetInfo, MetricGate, Snapshot
+from pytest_expertbench import saving
+from pytest_expertbench.baseline import Snapshot
 from pytest_expertbench.benchmark_file import load_benchmarks
-from pytest_expertbench.comparability import run_context
 from pytest_expertbench.config import (
     Benchmark,
     ConfigError,
@@ -37,15 +31,13 @@ from pytest_expertbench.datasets import (
     ExampleDataError,
     ExampleSet,
     field_problem,
-    fingerprint,
     load_examples,
 )
-from pytest_expertbench.metrics import aggregate, per_example
+from pytest_expertbench.metrics import per_example
 from pytest_expertbench.records import (
     Completion,
     Example,
     ExampleResult,
-    MetricResult,
     Request,
     Threshold,
     repeat_aggregation,
@@ -53,8 +45,8 @@ from pytest_expertbench.records import (
 from pytest_expertbench.report import BenchmarkResult
 from pytest_expertbench.saving import SaveMode
 from pytest_expertbench.scorers import Asker, ScoringError
+from pytest_expertbench.snapshots import current_git_sha, environment_info, make_snapshot
 
-OPTIONAL_SCORES = frozenset({"tokens_per_s"})  # only where the server reports usage
 CacheMode = Literal["resume", "reuse", "refresh", "off"]
 
 
@@ -354,52 +346,6 @@ def conclude(
     return concluded
 
 
-def make_snapshot(
-    plan: Plan,
-    planned: PlannedBenchmark,
-    ran: Sequence[ExampleResult],
-    environment: Mapping[str, Any],
-    git_sha: str | None,
-) -> Snapshot:
-    bench = planned.benchmark
-    scored = [r for r in ran if r.error is None]
-    metrics: dict[str, MetricResult] = {}
-    for spec in bench.metrics:
-        values = [r.scores[spec.key] for r in scored if spec.key in r.scores]
-        metric = aggregate(spec, bench.name, values, seed=plan.settings.seed)
-        if metric is None and spec.of not in OPTIONAL_SCORES:
-            # Nothing scored (every example errored): not a metric to drop in silence,
-            # but one the gate calls incomplete.
-            metric = MetricResult(
-                f"{bench.name}.{spec.name}", math.nan, None, 0, spec.direction, spec.unit,
-                {"agg": spec.agg, "of": spec.key},
-            )  # fmt: skip
-        if metric is not None:
-            metrics[spec.name] = replace(
-                metric, meta={**metric.meta, "errors": len(ran) - len(scored)}
-            )
-    examples_fp = fingerprint((r.id, r.digest) for r in ran)
-    return Snapshot(
-        benchmark=bench.name,
-        suite=planned.suite,
-        target=plan.target.name,
-        captured_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        git_sha=git_sha,
-        plugin_version=__version__,
-        dataset=DatasetInfo(source=planned.examples.source, fingerprint=examples_fp, n=len(ran)),
-        environment=environment,
-        metrics=metrics,
-        examples={r.id: dict(r.scores) for r in scored},
-        thresholds={m.name: m.threshold for m in bench.metrics if m.threshold is not None},
-        gates={
-            m.name: MetricGate(m.gate, m.alpha, m.across_setups)
-            for m in bench.metrics
-            if m.gate is not None or m.alpha is not None or m.across_setups
-        },
-        context=run_context(bench, plan.target, plan.settings.concurrency),
-    )
-
-
 def save_baseline(plan: Plan, planned: PlannedBenchmark, snapshot: Snapshot) -> str:
     """Write the run as the target's baseline (under the target's name, whichever label
     was compared against); the file it replaces is kept (see saving.py)."""
@@ -416,31 +362,6 @@ def shown_path(path: Path) -> Path:
         return path.relative_to(Path.cwd())
     except ValueError:
         return path
-
-
-def environment_info(target: TargetSpec) -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": f"{sys.platform}-{platform.machine()}",
-        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or None,
-        "target_kind": target.kind,
-    }
-
-
-def current_git_sha(where: Path) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=where if where.is_dir() else None,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = done.stdout.strip()
-    return sha if done.returncode == 0 and sha else None
 
 
 def run_id() -> str:
