@@ -125,7 +125,7 @@ def test_tool_selection_detail() -> None:
         ({"city": "Oslo"}, 1.0, None),
         ({"city": " oslo ", "unit": "Celsius"}, 1.0, None),  # strings: case and spaces ignored
         ({"city": "Oslo", "unit": "kelvin"}, 0.0, "argument 'unit' = \"kelvin\" is not one of"),
-        ({"unit": "celsius"}, 0.0, "missing argument 'city'"),
+        ({"unit": "celsius"}, 0.0, "missing required argument 'city'"),
         ({"city": "Oslo", "days": 3}, 0.0, "unexpected argument 'days'"),
         ("{not json", 0.0, "arguments are not JSON"),
     ],
@@ -162,6 +162,119 @@ def test_argument_match_compares_numbers_as_numbers_and_nested_alternatives() ->
     )
     assert (
         match(call("f", {"where": {"city": "Bergen"}, "ids": [2, 1]}), example(nested)).value == 0.0
+    )
+
+
+TRIP = {  # BFCL style, one parameter of each kind
+    "name": "plan.trip",
+    "parameters": {
+        "type": "dict",
+        "properties": {
+            "city": {"type": "string"},
+            "days": {"type": "integer"},
+            "budget": {"type": "float"},
+            "weights": {"type": "array", "items": {"type": "float"}},
+            "pets": {"type": "boolean"},
+            "hotel": {"type": "dict", "properties": {"stars": {"type": "integer"}}},
+            "note": {"type": "string"},
+        },
+        "required": ["city", "days"],
+    },
+}
+TRIP_ANSWER = {
+    "city": ["New York"],
+    "days": [3],
+    "budget": [500.0, ""],
+    "weights": [[0.5, 2.0], ""],
+    "pets": [False, ""],
+    "hotel": [{"stars": [4, 5]}, ""],
+    "note": ["", "none"],
+}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "value", "detail"),
+    [
+        ({"city": "new-york", "days": 3}, 1.0, None),  # BFCL's normalisation: " ,./-_*^"
+        ({"city": "NEW YORK.", "days": 3, "budget": 500}, 1.0, None),  # a lone int for a float
+        ({"city": "NewYork!", "days": 3}, 0.0, "'city'"),  # "!" is not removed
+        ({"city": "New York", "days": 3.0}, 0.0, "'days' = 3.0 is not of type 'integer'"),
+        ({"city": "New York", "days": True}, 0.0, "'days' = true is not of type 'integer'"),
+        ({"city": "New York", "days": "3"}, 0.0, "is not of type 'integer'"),
+        ({"city": "New York", "days": 3, "pets": 0}, 0.0, "'pets' = 0 is not of type 'boolean'"),
+        ({"city": "New York", "days": 3, "weights": [0.5, 2.0]}, 1.0, None),
+        # BFCL skips the element check when "" is among the accepted values; 2 == 2.0
+        ({"city": "New York", "days": 3, "weights": [0.5, 2]}, 1.0, None),
+        ({"city": "New York", "days": 3, "hotel": {"stars": 5}}, 1.0, None),
+        ({"city": "New York", "days": 3, "hotel": {"stars": 3}}, 0.0, "'hotel'"),
+        ({"city": "New York", "days": 3, "hotel": {"beds": 2}}, 0.0, "'hotel'"),
+        ({"city": "New York", "days": 3, "note": "None"}, 1.0, None),
+        ({"city": "New York"}, 0.0, "missing required argument 'days'"),
+    ],
+)
+def test_argument_match_applies_bfcl_rules(
+    arguments: dict[str, Any], value: float, detail: str | None
+) -> None:
+    match = scorer("argument_match", {"expected_field": "expected"}, tools=(TRIP,))
+    result = match(call("plan_trip", arguments), example([{"plan.trip": TRIP_ANSWER}]))
+    assert result.value == value, result.detail
+    assert (result.detail is None) if detail is None else (detail in (result.detail or ""))
+
+
+def test_an_int_element_in_a_float_array_is_a_type_error() -> None:
+    answer = {**TRIP_ANSWER, "weights": [[0.5, 2.0]]}
+    match = scorer("argument_match", {"expected_field": "expected"}, tools=(TRIP,))
+    arguments = {"city": "New York", "days": 3, "weights": [0.5, 2]}
+    result = match(call("plan.trip", arguments), example([{"plan.trip": answer}]))
+    assert result == Score(0.0, "plan.trip: argument 'weights' = [0.5, 2] is not of type 'array'")
+    arguments["weights"] = [0.5, 2.0]
+    assert match(call("plan.trip", arguments), example([{"plan.trip": answer}])) == Score(1.0)
+
+
+def test_argument_match_without_tools_checks_values_only() -> None:
+    match = scorer("argument_match", {"expected_field": "expected"}, tools=())
+    row = example([{"plan.trip": TRIP_ANSWER}])
+    assert match(call("plan.trip", {"city": "new york", "days": 3.0}), row).value == 1.0
+    assert match(call("plan.trip", {"city": "new york"}), row).value == 0.0  # [3]: no ""
+
+
+def test_a_required_argument_may_not_be_left_out_even_if_blank_is_accepted() -> None:
+    answer = {**TRIP_ANSWER, "days": [3, ""]}
+    match = scorer("argument_match", {"expected_field": "expected"}, tools=(TRIP,))
+    result = match(call("plan.trip", {"city": "New York"}), example([{"plan.trip": answer}]))
+    assert result == Score(0.0, "plan.trip: missing required argument 'days'")
+
+
+def test_openai_number_and_object_types_read_as_bfcl_float_and_dict() -> None:
+    openai = {
+        "type": "function",
+        "function": {
+            "name": "pay",
+            "parameters": {
+                "type": "object",
+                "properties": {"amount": {"type": "number"}, "meta": {"type": "object"}},
+                "required": ["amount"],
+            },
+        },
+    }
+    match = scorer("argument_match", {"expected_field": "expected"}, tools=(openai,))
+    row = example([{"pay": {"amount": [10.0], "meta": [{"ref": ["A-1"]}, ""]}}])
+    assert match(call("pay", {"amount": 10, "meta": {"ref": "a1"}}), row).value == 1.0
+    assert match(call("pay", {"amount": "10"}), row).value == 0.0
+
+
+def test_unparsable_arguments_are_no_call_for_a_question_no_tool_fits() -> None:
+    malformed = call("get_weather", "{not json")
+    match = scorer("argument_match", {"expected_field": "expected"})
+    assert match(malformed, example([])) == Score(1.0)  # BFCL's relevance rule
+    assert scorer("fallback", {})(malformed, example([])) == Score(1.0)
+    strict = {"expected_field": "expected", "count_malformed_calls": True}
+    assert scorer("argument_match", strict)(malformed, example([])).value == 0.0
+    assert scorer("fallback", {"count_malformed_calls": True})(malformed, example([])) == Score(
+        0.0, "called get_weather"
+    )
+    assert match(call("get_weather", {}), example([])) == Score(
+        0.0, "made 1 tool call(s), expected none"
     )
 
 
@@ -255,6 +368,8 @@ def test_fallback_scores_the_absence_of_a_call() -> None:
         ("argument_validity", {}, (), "tools_field"),
         ("schema_compliance", {}, ({"description": "nameless"},), "tools_field"),
         ("fallback", {"expected_field": "e"}, (), "expected_field"),
+        ("fallback", {"count_malformed_calls": "yes"}, (), "count_malformed_calls"),
+        ("argument_match", {"expected_field": "e", "tools_field": 3}, (), "tools_field"),
     ],
 )
 def test_bad_options(kind: str, options: dict[str, Any], tools: tuple[Any, ...], key: str) -> None:
@@ -324,16 +439,19 @@ def _wrong(value: Any) -> Any:
 
 
 def test_bfcl_possible_answers_score_1_and_a_wrong_argument_scores_0(shared_datasets: Path) -> None:
-    match = scorer("argument_match", {"expected_field": "expected"})
+    match = scorer("argument_match", {"expected_field": "expected", "tools_field": "tools"})
     selection = scorer("tool_selection", {"expected_field": "expected"})
     validity = scorer("argument_validity", {"tools_field": "tools"})
     cases = _bfcl_calls(shared_datasets)
     assert len(cases) == 400
     invalid = set()
     for row, name, variants in cases:
+        (tool,) = row.fields["tools"]
         for arguments in variants:
             completion = call(name, arguments)
-            assert match(completion, row) == Score(1.0), (row.id, arguments)
+            # BFCL: a required argument may not be left out, even where "" is accepted
+            given = all(p in arguments for p in tool["parameters"]["required"])
+            assert match(completion, row).value == (1.0 if given else 0.0), (row.id, arguments)
             assert selection(completion, row) == Score(1.0), row.id
             if validity(completion, row).value != 1.0:
                 invalid.add(row.id)

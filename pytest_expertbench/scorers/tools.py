@@ -11,9 +11,7 @@ BFCL functions, whose ``dict``/``float``/``tuple`` types are mapped to JSON Sche
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +19,12 @@ from typing import Any
 from pytest_expertbench.records import Completion, Example, Score
 from pytest_expertbench.scorers import OptionError, ScoreFunction, ScorerContext, scorer
 from pytest_expertbench.scorers._options import FieldError, OptionReader, json_field
+from pytest_expertbench.scorers.bfcl import calls_error, contains_call
 from pytest_expertbench.scorers.structured import json_text, schema_error
 
 _BFCL_TYPES = {"dict": "object", "float": "number", "tuple": "array"}
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _MAX_SCANNED_BRACES = 200
-_MAX_PERMUTED_CALLS = 7  # beyond this, calls are paired in order (7! pairings at most)
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,7 @@ class ParsedCall:
 
 
 ExpectedCall = tuple[str, Mapping[str, list[Any]]]
+Schemas = Mapping[str, Mapping[str, Any]]
 
 
 # --------------------------------------------------------------------------- reading calls
@@ -148,17 +147,22 @@ def to_json_schema(schema: Any) -> Any:
     return converted
 
 
-def tool_schemas(tools: Any) -> dict[str, Mapping[str, Any]]:
-    """Tool name (canonical) → its parameters as JSON Schema, from OpenAI or BFCL tools."""
+def tool_parameters(tools: Any) -> dict[str, Mapping[str, Any]]:
+    """Tool name (canonical) → its parameters as written (BFCL or OpenAI types)."""
     entries = tools if isinstance(tools, list | tuple) else [tools]
-    schemas: dict[str, Mapping[str, Any]] = {}
+    parameters: dict[str, Mapping[str, Any]] = {}
     for entry in entries:
         function = entry.get("function", entry) if isinstance(entry, Mapping) else None
         if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
             raise ValueError(f"not a tool (expected a name and parameters): {entry!r}")
-        parameters = function.get("parameters") or {"type": "object", "properties": {}}
-        schemas[_canonical(function["name"])] = to_json_schema(parameters)
-    return schemas
+        given = function.get("parameters") or {"type": "object", "properties": {}}
+        parameters[_canonical(function["name"])] = given
+    return parameters
+
+
+def tool_schemas(tools: Any) -> dict[str, Mapping[str, Any]]:
+    """Tool name (canonical) → its parameters as JSON Schema, from OpenAI or BFCL tools."""
+    return {name: to_json_schema(p) for name, p in tool_parameters(tools).items()}
 
 
 def _types_only(schema: Any) -> Any:
@@ -217,93 +221,35 @@ def expected_calls(example: Example, field: str) -> list[ExpectedCall]:
     return calls
 
 
-def values_match(actual: Any, expected: Any) -> bool:
-    """One value against one accepted value: numbers as numbers, text case-insensitively."""
-    if isinstance(expected, Mapping):
-        return isinstance(actual, Mapping) and _arguments_error(actual, expected) is None
-    if isinstance(expected, list):
-        return (
-            isinstance(actual, list)
-            and len(actual) == len(expected)
-            and all(values_match(a, e) for a, e in zip(actual, expected, strict=True))
-        )
-    if isinstance(expected, bool) or isinstance(actual, bool):
-        return actual is expected
-    if isinstance(expected, int | float):
-        return isinstance(actual, int | float) and math.isclose(actual, expected, rel_tol=1e-9)
-    if isinstance(expected, str):
-        return isinstance(actual, str) and actual.strip().casefold() == expected.strip().casefold()
-    return bool(actual == expected)
-
-
-def _arguments_error(arguments: Mapping[str, Any], accepted: Mapping[str, Any]) -> str | None:
-    """Why arguments do not match per-argument alternatives, or None when they do."""
-    for name in arguments:
-        if name not in accepted:
-            return f"unexpected argument {name!r}"
-    for name, alternatives in accepted.items():
-        options = alternatives if isinstance(alternatives, list) else [alternatives]
-        if name not in arguments:
-            if "" not in options:
-                return f"missing argument {name!r}"
-            continue
-        if not any(values_match(arguments[name], option) for option in options if option != ""):
-            shown = json.dumps(arguments[name], ensure_ascii=False)
-            return f"argument {name!r} = {shown} is not one of {json.dumps(options)}"
-    return None
-
-
-def _call_error(call: ParsedCall, expected: ExpectedCall) -> str | None:
-    name, accepted = expected
-    if not same_name(call.name, name):
-        return f"called {call.name!r}, expected {name!r}"
-    if call.error:
-        return f"{call.name}: {call.error}"
-    if not isinstance(call.arguments, Mapping):
-        return f"{call.name}: arguments are not an object"
-    error = _arguments_error(call.arguments, accepted)
-    return f"{call.name}: {error}" if error else None
-
-
-def _calls_error(calls: Sequence[ParsedCall], expected: Sequence[ExpectedCall]) -> str | None:
-    """Order-free: some pairing of calls with expected calls must match one to one."""
-    if len(calls) != len(expected):
-        return f"made {len(calls)} tool call(s), expected {len(expected)}"
-    first_error = None
-    orders = (
-        itertools.permutations(expected) if len(expected) <= _MAX_PERMUTED_CALLS else [expected]
-    )
-    for order in orders:
-        errors = [_call_error(c, e) for c, e in zip(calls, order, strict=True)]
-        error = next((e for e in errors if e), None)
-        if error is None:
-            return None
-        first_error = first_error or error
-    return first_error
-
-
 # --------------------------------------------------------------------------- scorers
 
 
 SchemasOf = Callable[[Example], Mapping[str, Mapping[str, Any]]]
 
 
-def _schemas_source(reader: OptionReader, context: ScorerContext) -> SchemasOf:
-    """Per-example tools from ``tools_field``, else the benchmark's ``tools:``."""
+def _schemas_source(
+    reader: OptionReader,
+    context: ScorerContext,
+    read: Callable[[Any], Schemas] = tool_schemas,
+    required: bool = True,
+) -> SchemasOf | None:
+    """Per-example tools from ``tools_field``, else the benchmark's ``tools:``, else None."""
     tools_field = reader.text("tools_field", None)
     if tools_field is not None:
 
-        def per_example(example: Example) -> Mapping[str, Mapping[str, Any]]:
+        def per_example(example: Example) -> Schemas:
             try:
-                return tool_schemas(json_field(example, tools_field))
+                return read(json_field(example, tools_field))
             except ValueError as exc:
                 raise FieldError(f"example {example.id}: field {tools_field!r}: {exc}") from None
 
         return per_example
     if not context.tools:
+        if not required:
+            return None
         raise OptionError("tools_field", "no tools: set tools_field or the benchmark's 'tools:'")
     try:
-        schemas = tool_schemas(list(context.tools))
+        schemas = read(list(context.tools))
     except ValueError as exc:
         raise OptionError("tools_field", f"the benchmark's tools: {exc}") from None
     return lambda example: schemas
@@ -350,6 +296,7 @@ def _every_call(
     """1 when every call names a known tool and its arguments pass ``check``."""
     reader = OptionReader(options)
     schemas_of = _schemas_source(reader, context)
+    assert schemas_of is not None
     reader.finish()
 
     def score(completion: Completion, example: Example) -> Score:
@@ -378,13 +325,22 @@ def _call_shape_error(call: ParsedCall, schemas: Mapping[str, Mapping[str, Any]]
 
 @scorer("argument_match")
 def argument_match(options: Mapping[str, Any], context: ScorerContext) -> ScoreFunction:
-    """The calls match the expected ones, argument by argument (BFCL's AST check)."""
+    """The calls match the expected ones under BFCL's AST check (scorers/bfcl.py)."""
     reader = OptionReader(options)
     field = reader.text("expected_field")
+    schemas_of = _schemas_source(reader, context, tool_parameters, required=False)
+    count_malformed = reader.boolean("count_malformed_calls", False)
     reader.finish()
 
     def score(completion: Completion, example: Example) -> Score:
-        error = _calls_error(calls_of(completion), expected_calls(example, field))
+        schemas = schemas_of(example) if schemas_of else {}
+        error = calls_error(
+            calls_of(completion),
+            expected_calls(example, field),
+            lambda name: schemas.get(_canonical(name)),
+            same_name,
+            count_malformed,
+        )
         return Score(0.0, error) if error else Score(1.0)
 
     return score
@@ -392,12 +348,14 @@ def argument_match(options: Mapping[str, Any], context: ScorerContext) -> ScoreF
 
 @scorer("fallback")
 def fallback(options: Mapping[str, Any], context: ScorerContext) -> ScoreFunction:
-    """1 when the model made no tool call: for questions no tool fits."""
-    OptionReader(options).finish()
+    """1 when the model made no tool call (BFCL's relevance rule): for questions no tool fits."""
+    reader = OptionReader(options)
+    count_malformed = reader.boolean("count_malformed_calls", False)
+    reader.finish()
 
     def score(completion: Completion, example: Example) -> Score:
         calls = calls_of(completion)
-        if calls:
+        if calls and (count_malformed or contains_call(calls)):
             return Score(0.0, f"called {', '.join(call.name for call in calls)}")
         return Score(1.0)
 
