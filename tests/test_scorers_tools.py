@@ -236,6 +236,15 @@ def test_argument_match_without_tools_checks_values_only() -> None:
     row = example([{"plan.trip": TRIP_ANSWER}])
     assert match(call("plan.trip", {"city": "new york", "days": 3.0}), row).value == 1.0
     assert match(call("plan.trip", {"city": "new york"}), row).value == 0.0  # [3]: no ""
+    # the type is the first accepted value's, a number of either kind reading as float
+    assert match(call("plan.trip", {"city": "NY", "days": 3}), row).value == 0.0
+    assert match(call("plan.trip", {"city": "new york", "days": True}), row).detail == (
+        "plan.trip: argument 'days' = true is not of type 'float'"
+    )
+    assert match(call("plan.trip", {"city": 5, "days": 3}), row).value == 0.0
+    lists = example([{"f": {"xs": [[1, 2]], "opts": [{"a": ["x"]}]}}])
+    assert match(call("f", {"xs": [1.0, 2.0], "opts": {"a": "X"}}), lists).value == 1.0
+    assert match(call("f", {"xs": ["1", 2], "opts": {"a": "X"}}), lists).value == 0.0
 
 
 def test_a_required_argument_may_not_be_left_out_even_if_blank_is_accepted() -> None:

@@ -130,9 +130,19 @@ def _list_of_dicts_ok(value: list[Any], accepted: Sequence[Any]) -> bool:
     )
 
 
-def _declared(schema: Mapping[str, Any] | None) -> tuple[type | None, type | None, bool]:
-    """A parameter's Python type, its elements' type, and whether it is a float."""
-    if schema is None or not isinstance(schema.get("type"), str):
+_INFERRED = {bool: "boolean", int: "float", float: "float", str: "string", list: "array"}
+
+
+def _declared(
+    schema: Mapping[str, Any] | None, accepted: Sequence[Any]
+) -> tuple[type | None, type | None, bool]:
+    """A parameter's Python type, its elements' type, and whether it is a float. Without a
+    schema, the type of the first accepted value (a number of either kind reads as float)."""
+    if schema is None:
+        first = _first_type(accepted)
+        inferred = "dict" if first is not None and issubclass(first, Mapping) else None
+        schema = {"type": inferred or _INFERRED.get(first)} if first else {}
+    if not isinstance(schema.get("type"), str):
         return None, None, False
     kind = _TYPES.get(schema["type"])
     items = schema.get("items")
@@ -146,16 +156,16 @@ def argument_error(
     name: str, value: Any, accepted: Sequence[Any], schema: Mapping[str, Any] | None
 ) -> str | None:
     """Why one given argument fails BFCL's type and value checks, or None."""
-    kind, item_kind, is_float = _declared(schema)
+    kind, item_kind, is_float = _declared(schema, accepted)
     shown = f"argument {name!r} = {_shown(value)}"
     if is_float and type(value) is int:
         value = float(value)  # a lone integer for a float is accepted
-    if kind is None:  # no declared type: checked as the type it has, without a type error
+    if kind is None:  # no type known: compared as the type it has
         kind = type(value)
         if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
             item_kind = dict
     elif not _type_ok(value, kind, item_kind, accepted):
-        declared = schema.get("type") if schema else None
+        declared = (schema or {}).get("type", kind.__name__)
         return f"{shown} is not of type {declared!r}"
     first = _first_type(accepted)
     as_variable = first is not None and first is not kind  # BFCL's "variable" case
