@@ -1,6 +1,6 @@
 """pytest hooks: configure, collect, report and conclude a benchmark run.
 
-This module and the ones it splits into (``options``, ``state``, ``items``,
+This module and the ones it splits into (``options``, ``startup``, ``state``, ``items``,
 ``gate_items``) are the only ones that know pytest. Everything else is delegated to
 plain modules (``run``, ``engine``, ``report``, …); the hooks translate between
 pytest's objects and those modules' records. Per-process state lives in ``config.stash``.
@@ -10,10 +10,7 @@ controller aggregates, compares and writes files.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Sequence
-from dataclasses import replace
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +18,16 @@ import pytest
 
 from pytest_expertbench import hookspecs
 from pytest_expertbench.gate_items import CONCLUDE_KEY, GATES_KEY, GateOrder
-from pytest_expertbench.interrupts import handle_unless_taken, interrupt_once
+from pytest_expertbench.interrupts import interrupt_once
 from pytest_expertbench.interrupts import track as track_worker
 from pytest_expertbench.items import FAST_DIST_MODES, BenchmarkFile, BenchmarkItem
 from pytest_expertbench.options import add_options, option_value, settings_from
+from pytest_expertbench.startup import (
+    interrupt_on_sigterm,
+    prepare_run,
+    register_third_party_scorers,
+    start_servers,
+)
 from pytest_expertbench.state import (
     COLLECTED_KEY,
     DIST_KEY,
@@ -44,9 +47,7 @@ from pytest_expertbench.summary import request_line
 if TYPE_CHECKING:  # the rest is imported when a benchmark run needs it: a plain test
     # run with this plugin installed pays nothing for numpy, httpx or the datasets library
     from pytest_expertbench import report
-    from pytest_expertbench.config import TargetsFile, TargetSpec
-    from pytest_expertbench.run import Plan, Settings
-    from pytest_expertbench.targets import Target
+    from pytest_expertbench.run import Plan
 
 BUILTIN_MARKERS = {
     "gpu": "needs a GPU (deselect with -m 'not gpu')",
@@ -76,10 +77,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_expertbench.cache import CacheError
     from pytest_expertbench.config import ConfigError
 
-    _register_third_party_scorers(config)
+    register_third_party_scorers(config)
     settings = settings_from(config, suites)
     try:
-        run = _prepare_run(config, settings)
+        run = prepare_run(config, settings)
     except (ConfigError, BaselineError) as exc:
         raise pytest.UsageError(str(exc)) from None
     plan = run.plan
@@ -98,103 +99,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # workers leave theirs to the controller, which holds the results.
     config.pluginmanager.register(GateOrder(is_controller(config)), "expertbench-gate-order")
     if is_controller(config):
-        _interrupt_on_sigterm(config)
-        _start_servers(run)
+        interrupt_on_sigterm(config)
+        start_servers(run)
         partial = settings.report_dir / "results.partial.jsonl"
         config.stash[COLLECTED_KEY] = Collected(partial=partial)
         config.pluginmanager.register(ResultSink(config), "expertbench-results")
     else:  # an xdist worker, which its controller interrupts when it is (interrupts.py)
         interrupt_once(config)
     _collect_benchmark_dir(config, settings.bench_dir)
-
-
-def _prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
-    """The plan and the targets' pool; the model under test is built now, so that a bad
-    target stops the run before any item, and judges when a scorer first asks them."""
-    from pytest_expertbench.engine import EngineSettings
-    from pytest_expertbench.judging import TargetPool
-    from pytest_expertbench.run import make_plan
-    from pytest_expertbench.targets_file import load_targets
-
-    targets, ports = _with_ports(config, load_targets(settings.targets_path))
-    under_test = targets.get(settings.target)
-    target = make_target(config, under_test)
-
-    def build(spec: TargetSpec) -> Target:
-        return target if spec is under_test else make_target(config, spec)
-
-    run: ProcessRun
-    pool = TargetPool(
-        targets, build, EngineSettings(concurrency=settings.concurrency), lambda: run.open_cache()
-    )
-    try:
-        plan = make_plan(settings, targets, with_baselines=is_controller(config), asker=pool)
-    except BaseException:
-        pool.close()
-        raise
-    dist = getattr(config, "workerinput", {}).get(DIST_KEY, "no")
-    run = ProcessRun(plan=plan, pool=pool, ports=ports, dist=dist)
-    return run
-
-
-def _with_ports(config: pytest.Config, targets: TargetsFile) -> tuple[TargetsFile, dict[str, int]]:
-    """Give every managed server its ``{port}``: picked on the controller, handed to workers.
-
-    Every target with a server gets one, used or not: which judges a run asks is known
-    only once its benchmarks are read, and picking a port costs nothing.
-    """
-    from pytest_expertbench.servers import resolve_port
-
-    given: dict[str, int] = getattr(config, "workerinput", {}).get(PORT_KEY, {})
-    specs, ports = {}, {}
-    for name, spec in targets.targets.items():
-        specs[name], port = resolve_port(spec, given.get(name))
-        if port is not None:
-            ports[name] = port
-    return replace(targets, targets=specs), ports
-
-
-def _interrupt_on_sigterm(config: pytest.Config) -> None:
-    """Make SIGTERM (a CI job's timeout or cancel, ``timeout``, ``kill``) act as Ctrl-C.
-
-    pytest would die at once, leaving the managed server running and nothing written;
-    as an interruption the session ends as a Ctrl-C does: the server is stopped and
-    what ran is reported (never saved as a baseline). A handler someone else set is
-    left alone; the default comes back when the session ends.
-    """
-    handle_unless_taken(config, signal.SIGTERM, signal.SIG_DFL, _raise_keyboard_interrupt)
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"terminated ({signal.Signals(signum).name})")
-
-
-def _start_servers(run: ProcessRun) -> None:
-    """Start the servers of the model under test and of the judges its scorers will ask
-    (controller only), before any worker starts."""
-    from pytest_expertbench.servers import ManagedServer, ServerError
-
-    names = [run.plan.target.name, *sorted(run.pool.reserved - {run.plan.target.name})]
-    for name in names:
-        spec = run.pool.targets.targets[name]
-        if spec.server is None:
-            continue
-        server = ManagedServer(
-            spec, run.plan.settings.report_dir, port=run.ports.get(name), scrubber=run.pool.scrubber
-        )
-        run.servers.append(server)  # stopped with the run, even after a failed start
-        try:
-            server.start()
-        except ServerError as exc:
-            raise pytest.UsageError(str(exc)) from None
-
-
-def _register_third_party_scorers(config: pytest.Config) -> None:
-    from pytest_expertbench.scorers import register_scorer
-
-    config.hook.pytest_expertbench_register_scorers(register=register_scorer)
-    for entry in entry_points(group="pytest_expertbench.scorers"):
-        register_scorer(entry.name, entry.load())
 
 
 def _collect_benchmark_dir(config: pytest.Config, bench_dir: Path) -> None:
@@ -288,13 +200,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     shown = config.get_verbosity() >= 0 and is_controller(config)
     if run is not None and run.plan.settings.progress_s and shown:
         run.progress_to = config.pluginmanager.get_plugin("terminalreporter")
-
-
-def make_target(config: pytest.Config, spec: TargetSpec) -> Target:
-    from pytest_expertbench.targets import build_target
-
-    made: Target | None = config.hook.pytest_expertbench_make_target(spec=spec)
-    return made if made is not None else build_target(spec)
 
 
 # --------------------------------------------------------------------------- reports
