@@ -127,7 +127,7 @@ def test_an_interrupted_run_of_a_managed_server_is_resumed_on_a_new_port(
     listens on another port, and still gets the first run's answers from the cache."""
     answers = project.root / "answers.json"
     answers.write_text(json.dumps(RIGHT), encoding="utf-8")
-    server = fake_server_block("--latency", "0.3", "--capacity", "1", "--answers", str(answers))
+    server = fake_server_block("--latency", "1.0", "--capacity", "1", "--answers", str(answers))
     target = {"kind": "openai", "base_url": LOCAL + "/v1", "model": "fake", "server": server}
     project.targets({"managed": {**target, "concurrency": 1}}, default="managed")
 
