@@ -15,21 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.files import atomic_write_text
 from pytest_expertbench.records import MetricResult, Threshold
 
 SCHEMA = 1
 
 
-class BaselineError(Exception):
+class BaselineError(ExpertBenchError):
     """A snapshot that cannot be read or written; the message says which file and field."""
 
+    path: Path
+
     def __init__(self, path: Path | str, field: str, message: str) -> None:
-        self.path = Path(path)
+        super().__init__(message, path=Path(path), key=field)
         self.field = field
-        self.message = message
-        where = f"{self.path}: {field}: " if field else f"{self.path}: "
-        super().__init__(where + message)
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ from pathlib import Path
 
 from pytest_expertbench.baseline import Snapshot, restore, save
 from pytest_expertbench.config import MetricSpec
+from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.metrics import aggregate
 from pytest_expertbench.records import MetricResult, repeat_aggregation
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
-class MergeError(Exception):
+class MergeError(ExpertBenchError):
     """Runs that cannot be merged; the message says which and why."""
 
 

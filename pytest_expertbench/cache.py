@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.records import Completion, Request, ToolCall
 
 CacheMode = Literal["resume", "reuse", "refresh", "off"]
@@ -62,7 +63,7 @@ _INDEX = "CREATE INDEX IF NOT EXISTS responses_by_run ON responses (run_id)"
 _ISSUED: Counter[str] = Counter()
 
 
-class CacheError(Exception):
+class CacheError(ExpertBenchError):
     """The cache file cannot be used; the message names it and says what to do."""
 
 

@@ -13,20 +13,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.records import Direction, Threshold, repeat_aggregation
 from pytest_expertbench.scorers import ScoreFunction, filled_fields
 from pytest_expertbench.template import fields_of
 
 
-class ConfigError(Exception):
+class ConfigError(ExpertBenchError):
     """A benchmark or targets file that cannot be used; the message says where and why."""
 
+    path: Path
+
     def __init__(self, path: Path | str, key: str, message: str) -> None:
-        self.path = Path(path)
-        self.key = key
-        self.message = message
-        where = f"{self.path}: {key}: " if key else f"{self.path}: "
-        super().__init__(where + message)
+        super().__init__(message, path=Path(path), key=key)
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 
 from pytest_expertbench.config import Benchmark, ConfigError, DatasetSpec
+from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.records import Example
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-class ExampleDataError(ValueError):
+class ExampleDataError(ExpertBenchError, ValueError):
     """An example whose row lacks a field a template needs, or holds null there."""
 
 

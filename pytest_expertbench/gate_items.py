@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_expertbench.errors import ExpertBenchError
+
 if TYPE_CHECKING:
     from pytest_expertbench.report import BenchmarkResult
 
@@ -29,7 +31,7 @@ Conclude = Callable[[pytest.Session], "Sequence[BenchmarkResult]"]
 CONCLUDE_KEY = pytest.StashKey[Conclude]()
 
 
-class GateFailure(Exception):
+class GateFailure(ExpertBenchError):
     """A benchmark's gate failed: the message is its verdict table."""
 
 

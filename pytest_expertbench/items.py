@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.records import Completion, Example, ExampleResult, Request, TargetError
 from pytest_expertbench.state import (
     COMPLETION_KEY,
@@ -65,7 +66,7 @@ def _safe_id(example_id: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
-class ExampleError(Exception):
+class ExampleError(ExpertBenchError):
     """An item that could not be asked or scored: reported as one line, no traceback."""
 
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pytest_expertbench.errors import ExpertBenchError
+
 Direction = Literal["higher", "lower"]
 
 
@@ -81,7 +83,7 @@ def one_line(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-class TargetError(Exception):
+class TargetError(ExpertBenchError):
     """A request that failed; ``retryable`` tells the engine whether to try again.
 
     ``connection_failed`` marks a request that never reached the server (refused,
@@ -99,7 +101,6 @@ class TargetError(Exception):
         connection_failed: bool = False,
     ) -> None:
         super().__init__(message)
-        self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status

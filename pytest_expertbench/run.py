@@ -33,6 +33,7 @@ from pytest_expertbench.datasets import (
     field_problem,
     load_examples,
 )
+from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.metrics import per_example
 from pytest_expertbench.records import (
     Completion,
@@ -114,7 +115,7 @@ class Plan:
         )
 
 
-class ScoreError(Exception):
+class ScoreError(ExpertBenchError):
     """A scorer gave something that is not a finite number."""
 
 

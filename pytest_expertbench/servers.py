@@ -34,6 +34,7 @@ from typing import IO, Any
 import httpx
 
 from pytest_expertbench.config import ServerSpec, TargetSpec
+from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.secrets import Scrubber
 from pytest_expertbench.watchdog import group_alive as _group_alive
 
@@ -50,7 +51,7 @@ _LOG_COPY_JOIN_S = 5.0  # a stopped server's last output, still in the pipe
 HealthCheck = Callable[[float], str]  # timeout in seconds -> why not healthy ("" when healthy)
 
 
-class ServerError(Exception):
+class ServerError(ExpertBenchError):
     """A managed server could not be started; the message ends with its log's tail."""
 
 

@@ -6,10 +6,12 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
+from pytest_expertbench.errors import ExpertBenchError
+
 _FORMATTER = string.Formatter()
 
 
-class TemplateError(ValueError):
+class TemplateError(ExpertBenchError, ValueError):
     """A template names a field the example does not have, or is malformed."""
 
 

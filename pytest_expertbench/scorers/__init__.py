@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.records import Completion, Example, Request, Score
 
 ScoreFunction = Callable[[Completion, Example], Score]
@@ -52,7 +53,7 @@ _REGISTRY: dict[str, ScorerFactory] = {}
 _FILLS: dict[str, frozenset[str]] = {}
 
 
-class ScoringError(Exception):
+class ScoringError(ExpertBenchError):
     """An example could not be scored (a malformed field, an unreachable judge).
 
     The item fails with this one-line message instead of a traceback: the cause is
@@ -60,13 +61,19 @@ class ScoringError(Exception):
     """
 
 
-class OptionError(ValueError):
-    """A scorer option is missing or of the wrong kind; ``key`` names it."""
+class OptionError(ExpertBenchError, ValueError):
+    """A scorer option is missing or of the wrong kind; ``key`` names it.
+
+    It prints its message alone: the ConfigError that reports it names the file and
+    the whole key (``scorers[0].judge.rubric``).
+    """
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(message)
         self.key = key
-        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def scorer(name: str, *, fills: tuple[str, ...] = ()) -> Callable[[ScorerFactory], ScorerFactory]:
