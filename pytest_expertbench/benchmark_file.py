@@ -36,7 +36,9 @@ from pytest_expertbench.yaml_reader import YamlReader, read_yaml
 AGGREGATIONS = ("mean", "rate", "count", "min", "max", "p50", "p90", "p95", "p99", "sum")
 # Made of each example's repeats (any k from 1 up to the benchmark's repeats).
 REPEAT_AGGREGATIONS = ("pass@k", "pass^k", "flaky")
-BUILTIN_SCORES = ("latency_ms", "tokens_per_s")
+# Recorded for every example; all but latency_ms only where the target reports usage
+# (cost_usd: and the target has a price).
+BUILTIN_SCORES = ("latency_ms", "tokens_per_s", "prompt_tokens", "completion_tokens", "cost_usd")
 ALL = None  # a suite size of "all"
 
 

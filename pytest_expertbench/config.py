@@ -148,6 +148,18 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
+class Price:
+    """What a target's tokens cost, in US dollars per million tokens (``price:``)."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost_usd(self, prompt_tokens: float, completion_tokens: float) -> float:
+        paid = prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+        return paid / 1e6
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     """A named model under test; ``options`` holds the kind's own keys."""
 
@@ -167,6 +179,7 @@ class TargetSpec:
     # server's ``{port}``) were filled in: the cache key is made from these.
     written_options: Mapping[str, Any] | None = None
     max_retry_after_s: float = 60.0  # a longer Retry-After fails the request at once
+    price: Price | None = None  # gives the cost_usd score and the summary's cost
 
 
 @dataclass(frozen=True)

@@ -286,6 +286,8 @@ class Engine:
             counters.errors += isinstance(outcome, TargetError)
             counters.not_asked += isinstance(outcome, NotAsked)
             counters.cached += isinstance(outcome, Completion) and outcome.cached
+            if isinstance(outcome, Completion):
+                counters.add_usage(outcome)
             counters.last_finish = time.monotonic()
             self._lock.notify_all()
         self._pump()

@@ -131,7 +131,10 @@ class BenchmarkItem(pytest.Item):
         bench = self.planned.benchmark
         completions = self.stash[COMPLETION_KEY]
         try:
-            result = score_example(bench, self.example, completions, run.plan.target.name)
+            with run.pool.scoring(bench.name):  # a judge's tokens, counted for the benchmark
+                result = score_example(
+                    bench, self.example, completions, run.plan.target.name, run.plan.target.price
+                )
         except ScoreError as exc:
             self._record(failed_example(bench, self.example, run.plan.target.name, str(exc)))
             raise ExampleError(str(exc)) from None

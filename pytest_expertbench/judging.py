@@ -10,8 +10,9 @@ asks it: a run (or an xdist controller) that judges nothing opens no connection.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +20,7 @@ from pytest_expertbench.cache import ResponseCache
 from pytest_expertbench.config import ConfigError, TargetsFile, TargetSpec
 from pytest_expertbench.engine import Engine, EngineSettings
 from pytest_expertbench.records import Completion, Request, TargetError
+from pytest_expertbench.request_stats import BenchmarkCounters
 from pytest_expertbench.secrets import Scrubber, target_secrets
 from pytest_expertbench.targets import Target
 
@@ -51,6 +53,9 @@ class TargetPool:
         self._closed = False
         # Every secret the targets file refers to, masked in every engine's outcomes.
         self.scrubber = Scrubber.for_targets(targets.targets.values())
+        # The tokens of what scorers asked, per benchmark and target (see scoring()).
+        self._usage: dict[str, dict[str, BenchmarkCounters]] = {}
+        self._scoring = threading.local()
 
     @property
     def targets(self) -> TargetsFile:
@@ -78,7 +83,36 @@ class TargetPool:
         key variable) raises TargetError too, so the caller reports one line on the
         item that needed it instead of stopping the run.
         """
-        return self._engine(target).result(request)
+        completion = self._engine(target).result(request)
+        benchmark: str | None = getattr(self._scoring, "benchmark", None)
+        if benchmark is not None:
+            with self._lock:
+                counters = self._usage.setdefault(benchmark, {})
+                counters.setdefault(target, BenchmarkCounters()).add_usage(completion)
+        return completion
+
+    @contextlib.contextmanager
+    def scoring(self, benchmark: str) -> Iterator[None]:
+        """While this thread scores an example of ``benchmark``: the tokens of what its
+        scorers ask (a judge's) are counted for it (the summary's token line)."""
+        self._scoring.benchmark = benchmark
+        try:
+            yield
+        finally:
+            self._scoring.benchmark = None
+
+    def usage(self) -> dict[str, dict[str, tuple[int, int, int]]]:
+        """Per benchmark and asked target: prompt tokens, completion tokens, and how many
+        answers reported them, of what scorers asked while scoring it."""
+        with self._lock:
+            return {
+                benchmark: {
+                    target: (c.prompt_tokens, c.completion_tokens, c.with_usage)
+                    for target, c in targets.items()
+                    if c.with_usage
+                }
+                for benchmark, targets in self._usage.items()
+            }
 
     def close(self) -> None:
         """Stop every engine the pool started; idempotent."""

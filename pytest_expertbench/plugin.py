@@ -10,7 +10,7 @@ controller aggregates, compares and writes files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +42,12 @@ from pytest_expertbench.state import (
     is_controller,
     result_from_json,
 )
-from pytest_expertbench.summary import request_line
+from pytest_expertbench.summary import request_line, token_line
 
 if TYPE_CHECKING:  # the rest is imported when a benchmark run needs it: a plain test
     # run with this plugin installed pays nothing for numpy, httpx or the datasets library
     from pytest_expertbench import report
+    from pytest_expertbench.config import Price
     from pytest_expertbench.run import Plan
 
 BUILTIN_MARKERS = {
@@ -288,7 +289,7 @@ def conclude_session(session: pytest.Session) -> list[report.BenchmarkResult]:
             pytest.ExitCode.INTERNAL_ERROR,
         )
         outcomes = conclude(run.plan, collected.results.values(), interrupted=interrupted)
-        write_reports(run.plan, outcomes, collected)
+        write_reports(run.plan, outcomes, collected, prices(run))
     except (OSError, BaselineError) as exc:
         collected.problems.append(f"could not finish the reports: {exc}")
         outcomes = []
@@ -310,8 +311,28 @@ def _finish_cached_run(session: pytest.Session, run: ProcessRun, collected: Coll
         collected.problems.append(str(exc))
 
 
+def prices(run: ProcessRun) -> dict[str, Price | None]:
+    """Each target's ``price``, by name (the model under test's as the run built it)."""
+    found = {name: spec.price for name, spec in run.pool.targets.targets.items()}
+    return {**found, run.plan.target.name: run.plan.target.price}
+
+
+def token_lines(
+    plan: Plan, collected: Collected, prices: Mapping[str, Price | None]
+) -> dict[str, str]:
+    """Each benchmark's token line (the model's and its judges' tokens and cost)."""
+    lines = {
+        name: token_line(name, counts, plan.target.name, prices)
+        for name, counts in collected.requests.items()
+    }
+    return {name: line for name, line in lines.items() if line is not None}
+
+
 def write_reports(
-    plan: Plan, outcomes: Sequence[report.BenchmarkResult], collected: Collected
+    plan: Plan,
+    outcomes: Sequence[report.BenchmarkResult],
+    collected: Collected,
+    prices: Mapping[str, Price | None],
 ) -> None:
     from pytest_expertbench import report
     from pytest_expertbench import summary as summaries
@@ -324,7 +345,8 @@ def write_reports(
         )
         for name, counts in collected.requests.items()
     }
-    text = summaries.markdown(outcomes, requests=lines)
+    tokens = token_lines(plan, collected, prices)
+    text = summaries.markdown(outcomes, requests=lines, tokens=tokens)
     report.write_run(plan.settings.report_dir, outcomes, plan.settings.threshold, text)
     collected.partial.unlink(missing_ok=True)
     if plan.settings.record is not None:
@@ -349,6 +371,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         alarm = line.startswith(("REGRESSION", "INCOMPLETE", "Gate failed"))
         terminalreporter.write_line(line, red=alarm, bold=alarm)
     if config.get_verbosity() >= 0:
+        tokens = token_lines(run.plan, collected, prices(run))
         for benchmark, counts in sorted(collected.requests.items()):
             terminalreporter.write_line(
                 request_line(
@@ -358,6 +381,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                     this_run=run.plan.settings.run_id,
                 )
             )
+            if benchmark in tokens:
+                terminalreporter.write_line(tokens[benchmark])
     for outcome in collected.outcomes:
         if outcome.baseline_note:
             terminalreporter.write_line(

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pytest_expertbench.records import Completion
+
+# The prefixes of the token counts of what a benchmark's scorers asked (a judge), in its
+# request counts: judge_prompt_tokens:<target>, … (summed over xdist workers as the rest).
+JUDGE_TOKENS = ("judge_prompt_tokens:", "judge_completion_tokens:", "judge_with_usage:")
+
 
 @dataclass(frozen=True)
 class BenchmarkStats:
@@ -22,6 +28,11 @@ class BenchmarkStats:
     elapsed_s: float = 0.0  # first start → last finish
     not_asked: int = 0  # errors because the breaker had opened (counted in errors too)
     stopped: str | None = None  # why the engine stopped asking, once it refused a request
+    # The tokens of the answers that reported usage (those from the cache included: what
+    # the answers cost, which a resumed run shows the same), and how many did.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    with_usage: int = 0
 
 
 @dataclass
@@ -34,6 +45,9 @@ class BenchmarkCounters:
     retries: int = 0
     cached: int = 0
     not_asked: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    with_usage: int = 0
     first_start: float | None = None
     last_finish: float | None = None
 
@@ -50,4 +64,15 @@ class BenchmarkCounters:
             elapsed,
             self.not_asked,
             stopped if self.not_asked else None,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.with_usage,
         )
+
+    def add_usage(self, completion: Completion) -> None:
+        """Count the tokens of ``completion`` when its target reported any."""
+        if completion.prompt_tokens is None and completion.completion_tokens is None:
+            return
+        self.prompt_tokens += completion.prompt_tokens or 0
+        self.completion_tokens += completion.completion_tokens or 0
+        self.with_usage += 1

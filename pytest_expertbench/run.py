@@ -23,6 +23,7 @@ from pytest_expertbench.benchmark_file import load_benchmarks
 from pytest_expertbench.config import (
     Benchmark,
     ConfigError,
+    Price,
     TargetsFile,
     TargetSpec,
     with_repeats,
@@ -199,6 +200,7 @@ def score_example(
     example: Example,
     completion: Completion | Sequence[Completion],
     target: str,
+    price: Price | None = None,
 ) -> ExampleResult:
     """Every score of one example's answer, or of each of its repeats' answers.
 
@@ -206,10 +208,10 @@ def score_example(
     the unit of intervals and of the gate's paired tests), every repeat's scores are
     kept in ``repeat_scores``, and each pass@k / pass^k / flaky metric's own value for
     the example is added to the scores as ``<score>:<agg>``. Raises ScoreError for a
-    score that is not a finite number.
+    score that is not a finite number. ``price``: the target's, for the cost_usd score.
     """
     answers = (completion,) if isinstance(completion, Completion) else tuple(completion)
-    scored = [_scores_of(benchmark, example, answer) for answer in answers]
+    scored = [_scores_of(benchmark, example, answer, price) for answer in answers]
     scores, details = scored[0]
     repeats: dict[str, list[float]] = {}
     if len(scored) > 1:
@@ -244,11 +246,12 @@ def _answer_record(completion: Completion) -> dict[str, Any]:
 
 
 def _scores_of(
-    benchmark: Benchmark, example: Example, completion: Completion
+    benchmark: Benchmark, example: Example, completion: Completion, price: Price | None = None
 ) -> tuple[dict[str, float], dict[str, str]]:
     scores: dict[str, float] = {"latency_ms": completion.latency_ms}
     if completion.completion_tokens and completion.latency_ms > 0:
         scores["tokens_per_s"] = completion.completion_tokens / (completion.latency_ms / 1000)
+    scores.update(usage_scores(completion, price))
     details: dict[str, str] = {}
     for i, spec in enumerate(benchmark.scorers):
         try:
@@ -266,6 +269,19 @@ def _scores_of(
         if score.detail:
             details[spec.name] = score.detail
     return scores, details
+
+
+def usage_scores(completion: Completion, price: Price | None) -> dict[str, float]:
+    """prompt_tokens and completion_tokens where the target reports them, and cost_usd
+    where it reports both and has a price: nothing is made up for a missing count."""
+    scores: dict[str, float] = {}
+    if completion.prompt_tokens is not None:
+        scores["prompt_tokens"] = float(completion.prompt_tokens)
+    if completion.completion_tokens is not None:
+        scores["completion_tokens"] = float(completion.completion_tokens)
+    if price is not None and len(scores) == 2:
+        scores["cost_usd"] = price.cost_usd(scores["prompt_tokens"], scores["completion_tokens"])
+    return scores
 
 
 def failed_example(

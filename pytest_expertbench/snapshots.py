@@ -29,7 +29,8 @@ from pytest_expertbench.records import ExampleResult, MetricResult
 if TYPE_CHECKING:
     from pytest_expertbench.run import Plan, PlannedBenchmark
 
-OPTIONAL_SCORES = frozenset({"tokens_per_s"})  # only where the server reports usage
+# Only where the server reports usage (cost_usd: and the target has a price).
+OPTIONAL_SCORES = frozenset({"tokens_per_s", "prompt_tokens", "completion_tokens", "cost_usd"})
 
 
 def make_snapshot(

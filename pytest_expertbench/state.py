@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_expertbench.records import Completion, ExampleResult, ToolCall
+from pytest_expertbench.request_stats import JUDGE_TOKENS
 
 if TYPE_CHECKING:
     from pytest_expertbench import report
@@ -53,6 +54,15 @@ class ProcessRun:
         engine = self.pool.built(self.plan.target.name)
         for name, cached in (engine.cache_stats() if engine is not None else {}).items():
             stats.get(name, {}).update(cached.counts())  # cached_from:<run id>, … (engine.py)
+        for name, judges in self.pool.usage().items():
+            for judge, (prompt, completion, answers) in judges.items():
+                stats.get(name, {}).update(
+                    {
+                        f"{JUDGE_TOKENS[0]}{judge}": float(prompt),
+                        f"{JUDGE_TOKENS[1]}{judge}": float(completion),
+                        f"{JUDGE_TOKENS[2]}{judge}": float(answers),
+                    }
+                )
         return stats
 
     def stopped_reasons(self) -> dict[str, str]:

@@ -11,9 +11,11 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 
 from pytest_expertbench.baseline import DatasetInfo
+from pytest_expertbench.config import Price
 from pytest_expertbench.gate import MetricComparison, Verdict, counts
 from pytest_expertbench.records import Threshold
 from pytest_expertbench.report import BenchmarkResult
+from pytest_expertbench.request_stats import JUDGE_TOKENS
 
 FLIPS_SHOWN = 20
 HEADER = ["metric", "baseline", "current", "change", "threshold", "p", "detects", "status"]
@@ -198,15 +200,17 @@ def markdown(
     *,
     title: str = "pytest-expertbench",
     requests: Mapping[str, str] | None = None,
+    tokens: Mapping[str, str] | None = None,
 ) -> str:
     """A summary fit for a pull-request comment; ``requests`` holds each benchmark's request
-    line (asked, answered, from the cache and from which run)."""
+    line (asked, answered, from the cache and from which run), ``tokens`` its token line."""
     lines = [f"## {_escape(title)}", "", _escape(headline(results))]
     for result in results:
         lines += ["", *_markdown_benchmark(result)]
-        line = (requests or {}).get(result.snapshot.benchmark)
-        if line:
-            lines += ["", f"_{_escape(line)}_"]
+        for said in (requests, tokens):
+            line = (said or {}).get(result.snapshot.benchmark)
+            if line:
+                lines += ["", f"_{_escape(line)}_"]
     return "\n".join(lines) + "\n"
 
 
@@ -333,6 +337,33 @@ def cache_sources(counts: dict[str, float], this_run: str = "") -> str:
     if len(names) <= 1:
         return f" ({names[0][0]})" if names else ""
     return " (" + ", ".join(f"{name}: {n:.0f}" for name, n in names) + ")"
+
+
+def token_line(
+    benchmark: str, counts: Mapping[str, float], model: str, prices: Mapping[str, Price | None]
+) -> str | None:
+    """The tokens of one benchmark's answers, the model's and each judge's, with their cost
+    where the target has a ``price``; None when no target reported usage:
+    ``tokens mini: model live 1,234 in, 5,678 out, $0.0123; judge grader 300 in, 40 out``."""
+    parts: list[tuple[str, str, float, float]] = []
+    if counts.get("with_usage"):
+        parts.append(("model", model, counts["prompt_tokens"], counts["completion_tokens"]))
+    prompt_key, completion_key, answers_key = JUDGE_TOKENS
+    for name in sorted(counts):
+        if name.startswith(answers_key) and counts[name]:
+            judge = name.removeprefix(answers_key)
+            got = (counts.get(prompt_key + judge, 0.0), counts.get(completion_key + judge, 0.0))
+            parts.append(("judge", judge, *got))
+    if not parts:
+        return None
+    said = []
+    for role, target, prompt, completion in parts:
+        text = f"{role} {target} {prompt:,.0f} in, {completion:,.0f} out"
+        price = prices.get(target)
+        if price is not None:
+            text += f", ${price.cost_usd(prompt, completion):,.4f}"
+        said.append(text)
+    return f"tokens {benchmark}: " + "; ".join(said)
 
 
 def waiting_line(benchmark: str, counts: dict[str, float], example: str, waited_s: float) -> str:

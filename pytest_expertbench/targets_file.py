@@ -1,15 +1,21 @@
 """The targets file (YAML) → a validated :class:`~pytest_expertbench.config.TargetsFile`.
 
-The engine's keys (concurrency, timeouts, retries, rate limit), a managed ``server``
-and a pinned ``revision`` are read here; the rest of a target's keys are its kind's
-own options, checked when the target is built.
+The engine's keys (concurrency, timeouts, retries, rate limit), a managed ``server``,
+a pinned ``revision`` and the ``price`` of its tokens are read here; the rest of a
+target's keys are its kind's own options, checked when the target is built.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_expertbench.config import ConfigError, ServerSpec, TargetsFile, TargetSpec
+from pytest_expertbench.config import (
+    ConfigError,
+    Price,
+    ServerSpec,
+    TargetsFile,
+    TargetSpec,
+)
 from pytest_expertbench.yaml_reader import YamlReader, read_yaml
 
 
@@ -31,7 +37,7 @@ def load_targets(path: Path) -> TargetsFile:
 def _target(reader: YamlReader, name: str) -> TargetSpec:
     kind = reader.text("kind")
     common = "kind concurrency timeout_s max_retries max_retry_after_s requests_per_minute server"
-    common += " revision"
+    common += " revision price"
     options = {k: v for k, v in reader.doc.items() if k not in common.split()}
     for key in ("path",):
         if isinstance(options.get(key), str):
@@ -49,6 +55,15 @@ def _target(reader: YamlReader, name: str) -> TargetSpec:
         server=_server(reader.child("server")) if reader.has("server") else None,
         revision=reader.text("revision", default=None),
         max_retry_after_s=reader.number("max_retry_after_s", default=60.0),
+        price=_price(reader.child("price")) if reader.has("price") else None,
+    )
+
+
+def _price(reader: YamlReader) -> Price:
+    reader.reject_unknown("input_per_mtok output_per_mtok")
+    return Price(
+        input_per_mtok=reader.number("input_per_mtok"),
+        output_per_mtok=reader.number("output_per_mtok"),
     )
 
 
