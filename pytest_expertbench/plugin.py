@@ -78,8 +78,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_expertbench.cache import CacheError
     from pytest_expertbench.config import ConfigError
 
-    register_third_party_scorers(config)
     settings = settings_from(config, suites)
+    register_third_party_scorers(config, settings.bench_dir)
     try:
         run = prepare_run(config, settings)
     except (ConfigError, BaselineError) as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 from dataclasses import replace
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -105,12 +106,34 @@ def start_servers(run: ProcessRun) -> None:
             raise pytest.UsageError(str(exc)) from None
 
 
-def register_third_party_scorers(config: pytest.Config) -> None:
-    from pytest_expertbench.scorers import register_scorer
+def register_third_party_scorers(config: pytest.Config, bench_dir: Path) -> None:
+    """This run's scorers from the hook and the entry points, forgotten at its end.
 
+    The conftest.py files that the benchmark directory sees are imported first, so that
+    their hooks (scorers, targets) count although pytest would import them only when it
+    collects that directory, after the benchmark files have been read.
+    """
+    from pytest_expertbench.scorers import forget_registered_scorers, register_scorer
+
+    forget_registered_scorers()
+    config.add_cleanup(forget_registered_scorers)
+    load_conftests(config, bench_dir)
     config.hook.pytest_expertbench_register_scorers(register=register_scorer)
     for entry in entry_points(group="pytest_expertbench.scorers"):
         register_scorer(entry.name, entry.load())
+
+
+def load_conftests(config: pytest.Config, directory: Path) -> None:
+    """Import ``directory``'s conftest.py and its parents' (up to --confcutdir), as pytest's
+    collection does; collection then finds them imported (pytest keeps them by folder)."""
+    if not directory.is_dir():
+        return  # make_plan says so, naming the option
+    config.pluginmanager._loadconftestmodules(
+        directory,
+        config.getoption("importmode"),
+        config.rootpath,
+        consider_namespace_packages=config.getini("consider_namespace_packages"),
+    )
 
 
 def make_target(config: pytest.Config, spec: TargetSpec) -> Target:

@@ -256,3 +256,59 @@ def test_a_python_scorer_that_cannot_be_imported_stops_the_run(project: Project)
         "mini.yaml: scorers[1].python.function: 'scoring' has no function 'polit'"
         in result.stderr.str()
     )
+
+
+NUMERIC_MATCH_AS_ZERO = """
+from pytest_expertbench.records import Score
+
+def pytest_expertbench_register_scorers(register):
+    register("numeric_match", lambda options, context: lambda completion, example: Score(0.0))
+"""
+
+
+def test_a_scorer_named_like_a_built_in_wins_in_its_own_run_only(project: Project) -> None:
+    conftest = project.pytester.makeconftest(NUMERIC_MATCH_AS_ZERO)
+    # A fresh process, where the built-in family is first imported after the registration
+    fresh = project.run("--expert-bench=quick", OUT, subprocess=True)
+    fresh.assert_outcomes(passed=6, skipped=1)
+    assert project.metric(project.results(), "mini.accuracy")["value"] == 0.0
+    project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6, skipped=1)
+    assert project.metric(project.results(), "mini.accuracy")["value"] == 0.0
+    conftest.unlink()  # the next run in this process must not see the last one's scorer
+    project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6, skipped=1)
+    assert project.metric(project.results(), "mini.accuracy")["value"] == 1.0
+
+
+SHOUTING_CONFTEST = """
+from pytest_expertbench.records import Score
+
+def pytest_expertbench_register_scorers(register):
+    register("shouting", lambda options, context: lambda c, e: Score(float(c.text.isupper())))
+"""
+
+
+@pytest.mark.parametrize("where", ["benchmarks_suites", "rootdir"])
+def test_a_scorer_from_a_conftest_the_benchmark_directory_sees(
+    project: Project, where: str
+) -> None:
+    folder = project.bench_dir if where == "benchmarks_suites" else project.root
+    (folder / "conftest.py").write_text(textwrap.dedent(SHOUTING_CONFTEST))
+    project.write("mini.yaml", MINI_YAML.replace("metrics:", "  - shouting: {}\nmetrics:"))
+    project.set_replay([{**r, "response": r["response"].upper()} for r in replay_rows("mini")])
+    # the benchmark directory is named on the command line, or found by the plugin itself
+    for args in [(), ("benchmarks_suites",)]:
+        result = project.run("--expert-bench=quick", OUT, *args)
+        result.assert_outcomes(passed=6, skipped=1)
+        examples = [r for r in project.results() if r["type"] == "example"]
+        assert [r["scores"]["shouting"] for r in examples] == [1.0] * 6
+
+
+def test_a_scorer_from_the_benchmark_directorys_conftest_reaches_xdist_workers(
+    project: Project,
+) -> None:
+    (project.bench_dir / "conftest.py").write_text(textwrap.dedent(SHOUTING_CONFTEST))
+    project.write("mini.yaml", MINI_YAML.replace("metrics:", "  - shouting: {}\nmetrics:"))
+    result = project.run("--expert-bench=quick", OUT, "-n", "2", subprocess=True)
+    result.assert_outcomes(passed=6, skipped=1)
+    examples = [r for r in project.results() if r["type"] == "example"]
+    assert [r["scores"]["shouting"] for r in examples] == [0.0] * 6  # the replay is lowercase

@@ -49,8 +49,12 @@ class ScorerContext:
 ScorerFactory = Callable[[Mapping[str, Any], ScorerContext], ScoreFunction]
 
 _BUILTIN_FAMILIES = ("match", "text", "math", "structured", "tools", "safety", "judge", "custom")
-_REGISTRY: dict[str, ScorerFactory] = {}
+_REGISTRY: dict[str, ScorerFactory] = {}  # the built-ins, filled by @scorer on import
 _FILLS: dict[str, frozenset[str]] = {}
+# This run's third-party scorers (hooks, entry points): looked up before the built-ins,
+# whenever those are imported, and forgotten at the run's end (startup.py), so that a
+# second run in the same process (pytester's) starts without them.
+_ADDED: dict[str, ScorerFactory] = {}
 
 
 class ScoringError(ExpertBenchError):
@@ -93,22 +97,35 @@ def scorer(name: str, *, fills: tuple[str, ...] = ()) -> Callable[[ScorerFactory
 
 def filled_fields(name: str) -> frozenset[str]:
     """The template fields scorer ``name`` fills itself."""
+    if name in _ADDED:
+        return frozenset()
     return _FILLS.get(name, frozenset())
 
 
 def register_scorer(name: str, factory: ScorerFactory) -> None:
-    """Add a scorer from outside the package (plugin hooks, entry points)."""
-    _REGISTRY[name] = factory
+    """Add a scorer from outside the package (plugin hooks, entry points).
+
+    It wins over a built-in of the same name, whichever is imported first, until
+    :func:`forget_registered_scorers` (called at the end of the pytest run).
+    """
+    _ADDED[name] = factory
+
+
+def forget_registered_scorers() -> None:
+    """Drop the scorers :func:`register_scorer` added; the built-ins stay."""
+    _ADDED.clear()
 
 
 def get_scorer(name: str) -> ScorerFactory | None:
+    if name in _ADDED:
+        return _ADDED[name]
     _load_builtins()
     return _REGISTRY.get(name)
 
 
 def scorer_names() -> list[str]:
     _load_builtins()
-    return sorted(_REGISTRY)
+    return sorted({*_REGISTRY, *_ADDED})
 
 
 def _load_builtins() -> None:
