@@ -1,8 +1,10 @@
 """Hooks through which other plugins add scorers and target kinds.
 
-Implement them in a ``conftest.py`` or an installed plugin. Scorers can also come
-from the ``pytest_expertbench.scorers`` entry-point group (name → scorer factory),
-so ``pip install some-scorers`` is enough to use them in benchmark YAML.
+Implement them in a ``conftest.py`` (the rootdir's, the benchmark directory's or one
+above it) or an installed plugin. Scorers can also come from the
+``pytest_expertbench.scorers`` entry-point group (name → scorer factory) and target
+kinds from ``pytest_expertbench.targets`` (kind → ``factory(spec) -> Target``), so
+``pip install some-scorers`` is enough to use them in benchmark YAML or a targets file.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ builds comes from plain modules, imported when a benchmark run needs them.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -137,7 +138,14 @@ def load_conftests(config: pytest.Config, directory: Path) -> None:
 
 
 def make_target(config: pytest.Config, spec: TargetSpec) -> Target:
+    """The hook's target (first result wins), else an installed package's for the
+    ``kind`` (the ``pytest_expertbench.targets`` entry points), else a built-in kind's."""
     from pytest_expertbench.targets import build_target
 
     made: Target | None = config.hook.pytest_expertbench_make_target(spec=spec)
-    return made if made is not None else build_target(spec)
+    if made is not None:
+        return made
+    for entry in entry_points(group="pytest_expertbench.targets", name=spec.kind):
+        factory: Callable[[TargetSpec], Target] = entry.load()
+        return factory(spec)
+    return build_target(spec)

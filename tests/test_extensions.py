@@ -312,3 +312,41 @@ def test_a_scorer_from_the_benchmark_directorys_conftest_reaches_xdist_workers(
     result.assert_outcomes(passed=6, skipped=1)
     examples = [r for r in project.results() if r["type"] == "example"]
     assert [r["scores"]["shouting"] for r in examples] == [0.0] * 6  # the replay is lowercase
+
+
+def test_a_target_kind_from_an_installed_package_is_found_by_its_entry_point(
+    project: Project,
+) -> None:
+    site = project.root / "site"
+    (site / "oracle_targets").mkdir(parents=True)
+    (site / "oracle_targets" / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            from pytest_expertbench.records import Completion
+
+            class Oracle:
+                live = True
+
+                def __init__(self, spec):
+                    self.name = spec.name
+                    self.last_word = spec.options.get("last_word", True)
+
+                def identity(self):
+                    return {"kind": "oracle"}
+
+                async def complete(self, request, client):
+                    return Completion(text="#### " + request.fields["answer"].split()[-1])
+            """
+        )
+    )
+    dist = site / "oracle_targets-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: oracle-targets\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[pytest_expertbench.targets]\noracle = oracle_targets:Oracle\n"
+    )
+    project.targets({"sage": {"kind": "oracle"}}, default="sage")
+    project.pytester.makeini("[pytest]\npythonpath = site\n")  # as if pip-installed there
+    result = project.run("--expert-bench=quick", OUT)
+    result.assert_outcomes(passed=6, skipped=1)
+    assert project.metric(project.results(), "mini.accuracy")["value"] == 1.0
