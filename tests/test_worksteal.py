@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import execnet
@@ -43,3 +45,14 @@ def test_claimed_items_stay_and_a_steal_takes_the_unclaimed_tail() -> None:
     with worker.torun.lock() as queue:
         assert list(queue) == list(range(8))
     assert guard.claim(items, limit=64) == []  # nothing more to claim in so short a queue
+
+
+def test_the_required_xdist_has_the_queue_lock_and_steal_that_the_plugin_uses() -> None:
+    """items.py and worksteal.py use the worker's ``torun.lock()`` (xdist's TestQueue, new
+    in 3.6.0, which was yanked) and ``WorkerInteractor.steal`` (3.2.0, worksteal)."""
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    found = re.search(r'"pytest-xdist>=([0-9.]+)"', pyproject)
+    assert found is not None
+    assert tuple(int(part) for part in found.group(1).split(".")) >= (3, 6, 1)
+    assert callable(remote.TestQueue.lock)
+    assert callable(remote.WorkerInteractor.steal)
