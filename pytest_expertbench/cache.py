@@ -68,10 +68,13 @@ class CacheError(ExpertBenchError):
 
 
 def new_run_id() -> str:
-    """``YYYYMMDD-HHMMSS-PID`` (UTC), with ``-N`` added for the N-th run of one process in
-    one second: runs in one process (pytester's) must never share an id, or one would
-    be served the other's answers as its own."""
-    base = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+    """``YYYYMMDD-HHMMSS.mmm-PID`` (UTC, milliseconds), with ``-N`` added for the N-th run of
+    one process in one millisecond: runs in one process (pytester's) must never share an
+    id, or one would be served the other's answers as its own. The milliseconds matter:
+    pytester forgets the modules a run imported, and this counter with them."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
+    base = f"{stamp}-{os.getpid()}"
     _ISSUED[base] += 1
     return base if _ISSUED[base] == 1 else f"{base}-{_ISSUED[base]}"
 

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import re
 import sqlite3
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -170,7 +171,17 @@ def test_runs_and_clear(tmp_path: Path) -> None:
 def test_run_ids_are_unique_within_one_process() -> None:
     ids = [new_run_id() for _ in range(5)]
     assert len(set(ids)) == 5
-    assert re.fullmatch(r"\d{8}-\d{6}-\d+(-\d+)?", ids[0])
+    assert re.fullmatch(r"\d{8}-\d{6}\.\d{3}-\d+(-\d+)?", ids[0])
+
+
+def test_run_ids_stay_unique_when_the_module_is_imported_again() -> None:
+    """pytester forgets the modules an in-process run imported, the counter with them."""
+    from pytest_expertbench import cache
+
+    first = cache.new_run_id()
+    time.sleep(0.002)
+    cache._ISSUED.clear()  # what importing the module afresh does
+    assert cache.new_run_id() != first
 
 
 def old_cache_file(path: Path, key: str) -> None:
