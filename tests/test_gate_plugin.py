@@ -6,22 +6,14 @@ import json
 
 import pytest
 
-from tests.helpers import Project, replay_rows
+from tests.helpers import Project, replay_rows, short_benchmark
 
 OUT = "--expert-bench-report-dir=reports/out"
 SAVE = "--expert-bench-save-baseline"
 
-TIMED_YAML = """\
-name: mini
-dataset: {file: data/mini.jsonl, id: id}
-suites: {quick: all}
-prompt: "{question}"
-generation: {temperature: 0}
-scorers: [{numeric_match: {target: "{answer}"}}]
-metrics:
-  accuracy: {of: numeric_match, direction: higher}
-  latency_p95_ms: {of: latency_ms, agg: p95, direction: lower, unit: ms%s}
-"""
+TIMED_YAML = short_benchmark(
+    "mini", "  latency_p95_ms: {of: latency_ms, agg: p95, direction: lower, unit: ms%s}\n"
+)
 
 
 EXPERT = """
