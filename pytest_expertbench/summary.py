@@ -101,17 +101,15 @@ def headline(results: Sequence[BenchmarkResult]) -> str:
     totals = counts(verdicts)
     errors = sum(1 for r in results for e in r.examples if e.error is not None)
     benchmarks = _plural(len(results), "benchmark")
+    uncompared = totals.get("new", 0) + totals.get("not_compared", 0)
+    improvements = totals.get("improvement", 0)
     parts = [
         _plural(totals.get("regression", 0), "regression"),
         *_nonzero(totals, "incomplete", "inconclusive"),
-        *(
-            [f"{totals.get('new', 0) + totals.get('not_compared', 0)} not compared"]
-            if totals.get("new", 0) + totals.get("not_compared", 0)
-            else []
-        ),
+        *([f"{uncompared} not compared"] if uncompared else []),
         *_nonzero(totals, "missing"),
         *([_plural(errors, "errored example")] if errors else []),
-        *([_plural(totals["improvement"], "improvement")] if totals.get("improvement") else []),
+        *([_plural(improvements, "improvement")] if improvements else []),
     ]
     if any(verdict.failed for verdict in verdicts):
         return f"Gate failed: {', '.join(parts)} in {benchmarks}."
