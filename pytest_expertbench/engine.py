@@ -19,7 +19,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,6 +35,8 @@ from pytest_expertbench.targets import Target
 
 Key = tuple[str, str, int]  # benchmark, example id, repeat
 Outcome = Completion | TargetError
+# Told, on the engine's thread, of a submitted request's outcome (see Engine.submit).
+Listener = Callable[[Request, Outcome], None]
 
 # The life of one request key.
 _QUEUED, _RUNNING, _FINISHED, _RETURNED = "queued", "running", "finished", "returned"
@@ -94,6 +96,7 @@ class Engine:
         self._queue: deque[Request] = deque()
         self._urgent: deque[Request] = deque()
         self._finished: dict[Key, Outcome] = {}
+        self._listeners: dict[Key, Listener] = {}
         self._counters: dict[str, BenchmarkCounters] = {}
         self._in_flight = 0
         self._peak_in_flight = 0
@@ -123,6 +126,44 @@ class Engine:
                     self._queue.append(request)
                     self._count(request).asked += 1
             self._wake()
+
+    def submit(self, requests: Iterable[Request], listener: Listener) -> None:
+        """Queue requests like :meth:`prefetch`; each outcome goes to ``listener``, once.
+
+        The outcome is handed over, not kept for :meth:`result`, so whoever submits
+        owns it (the example pipeline scores it at once). ``listener`` runs on the
+        engine's thread: it must be quick and must not block. An outcome already in
+        is handed over at once, on the caller's thread; one already handed out by
+        :meth:`result` is asked again. A closed engine tells the listener so.
+        """
+        batch = list(requests)
+        ready: list[tuple[Request, Outcome]] = []
+        with self._lock:
+            for request in batch:
+                key = request.key
+                if self._closed:
+                    ready.append((request, TargetError("the request engine is closed")))
+                elif key in self._finished:
+                    ready.append((request, self._finished.pop(key)))
+                    self._state[key] = _RETURNED
+                else:
+                    self._listeners[key] = listener
+                    if self._state.get(key) not in (_QUEUED, _RUNNING):
+                        self._state[key] = _QUEUED
+                        self._queue.append(request)
+                        self._count(request).asked += 1
+            if not self._closed:
+                self._wake()
+        for request, outcome in ready:
+            listener(request, outcome)
+
+    def hurry(self, request: Request) -> None:
+        """Ask ``request`` next, ahead of the queue, unless it is running or answered."""
+        with self._lock:
+            self._check_open()
+            if self._state.get(request.key) == _QUEUED:
+                self._urgent.append(request)
+                self._wake()
 
     def result(self, request: Request, timeout: float | None = None) -> Completion:
         """The answer to ``request``, waiting for it; raises TargetError after the last retry.
@@ -173,6 +214,10 @@ class Engine:
             self._closed = True
             self._lock.notify_all()
             loop, thread = self._loop, self._thread
+            orphans, self._listeners = self._listeners, {}
+        closed = TargetError("the request engine was closed before the answer came")
+        for key, listener in orphans.items():
+            listener(_unsent(key), closed)
         if loop is None or thread is None:
             return
         with contextlib.suppress(RuntimeError, TimeoutError):  # the loop may be gone
@@ -279,8 +324,10 @@ class Engine:
         outcome = self._scrub.outcome(outcome)  # the boundary: no secret gets past here
         self._breaker.record(outcome)
         with self._lock:
-            self._finished[request.key] = outcome
-            self._state[request.key] = _FINISHED
+            listener = self._listeners.pop(request.key, None)
+            if listener is None:
+                self._finished[request.key] = outcome
+            self._state[request.key] = _FINISHED if listener is None else _RETURNED
             counters = self._count(request)
             counters.done += 1
             counters.errors += isinstance(outcome, TargetError)
@@ -290,6 +337,8 @@ class Engine:
                 counters.add_usage(outcome)
             counters.last_finish = time.monotonic()
             self._lock.notify_all()
+        if listener is not None:
+            listener(request, outcome)
         self._pump()
 
     async def _answer(self, request: Request) -> Completion:
@@ -361,6 +410,12 @@ class Engine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._clients.aclose()
+
+
+def _unsent(key: Key) -> Request:
+    """A stand-in for a request the engine closed on: its key is all a listener reads."""
+    benchmark, example_id, repeat = key
+    return Request(benchmark=benchmark, example_id=example_id, prompt="", repeat=repeat)
 
 
 def _seconds_left(deadline: float | None) -> float | None:

@@ -8,16 +8,16 @@ call. Before it waits, it hands the engine the requests this process will need n
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
 from pytest_expertbench.errors import ExpertBenchError
+from pytest_expertbench.pipeline import Job
 from pytest_expertbench.records import Completion, Example, ExampleResult, Request, TargetError
 from pytest_expertbench.state import (
-    COMPLETION_KEY,
     RECORD_KEY,
     RUN_KEY,
     ProcessRun,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pytest_expertbench.run import PlannedBenchmark
 
 FAST_DIST_MODES = ("no", "loadfile", "loadscope")
+T = TypeVar("T")
 
 
 class BenchmarkFile(pytest.File):
@@ -99,6 +100,16 @@ class BenchmarkItem(pytest.Item):
         """The (first repeat's) request for this example."""
         return self.requests[0]
 
+    @functools.cached_property
+    def job(self) -> Job:
+        """The example as the pipeline runs it: its requests, then their scores."""
+        return Job(
+            self.planned.benchmark.name,
+            self.example.id,
+            self.requests,
+            functools.partial(_score, self.config.stash[RUN_KEY], self.planned, self.example),
+        )
+
     def setup(self) -> None:
         from pytest_expertbench.run import failed_example
 
@@ -114,7 +125,7 @@ class BenchmarkItem(pytest.Item):
         try:
             # Every repeat is asked, and the item errors when any of them cannot be had:
             # a mean over the answers that came would not be the example's score.
-            completions = tuple(_answer(self, run, request) for request in self.requests)
+            _waiting(self, run, lambda timeout: run.pipeline.answers(self.job, timeout))
         except TargetError as exc:
             self._record(
                 failed_example(
@@ -122,19 +133,14 @@ class BenchmarkItem(pytest.Item):
                 )
             )
             raise ExampleError(f"model request failed: {exc.message}") from None
-        self.stash[COMPLETION_KEY] = completions
 
     def runtest(self) -> None:
-        from pytest_expertbench.run import ScoreError, failed_example, item_verdict, score_example
+        from pytest_expertbench.run import ScoreError, failed_example, item_verdict
 
         run = self.config.stash[RUN_KEY]
         bench = self.planned.benchmark
-        completions = self.stash[COMPLETION_KEY]
         try:
-            with run.pool.scoring(bench.name):  # a judge's tokens, counted for the benchmark
-                result = score_example(
-                    bench, self.example, completions, run.plan.target.name, run.plan.target.price
-                )
+            result = _waiting(self, run, lambda timeout: run.pipeline.result(self.job, timeout))
         except ScoreError as exc:
             self._record(failed_example(bench, self.example, run.plan.target.name, str(exc)))
             raise ExampleError(str(exc)) from None
@@ -171,19 +177,31 @@ class BenchmarkItem(pytest.Item):
         return f"{self.nodeid}: {error}"
 
 
-def _answer(item: BenchmarkItem, run: ProcessRun, request: Request) -> Completion:
-    """The item's answer; while it keeps the item waiting, a progress line now and then.
+def _score(
+    run: ProcessRun, planned: PlannedBenchmark, example: Example, answers: tuple[Completion, ...]
+) -> ExampleResult:
+    """Score one example's answers (on a scoring thread of the pipeline)."""
+    from pytest_expertbench.run import score_example
+
+    bench, target = planned.benchmark, run.plan.target
+    with run.pool.scoring(bench.name):  # a judge's tokens, counted for the benchmark
+        return score_example(bench, example, answers, target.name, target.price)
+
+
+def _waiting(item: BenchmarkItem, run: ProcessRun, wait: Callable[[float | None], T]) -> T:
+    """What ``wait`` waits for; while it keeps the item waiting, a progress line now and
+    then.
 
     Only a run without xdist workers shows them (workers cannot write to the
     terminal), and not under ``-q``.
     """
     every, reporter = run.plan.settings.progress_s, run.progress_to
     if reporter is None:
-        return run.engine.result(request)
+        return wait(None)
     waited = 0.0
     while True:
         try:
-            return run.engine.result(request, timeout=every)
+            return wait(every)
         except TimeoutError:
             waited += every
         name = item.planned.benchmark.name
@@ -223,7 +241,7 @@ def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
     run.prefetched.update(id(i) for i in fresh)
     run.ahead += len(fresh)
     if fresh:
-        run.engine.prefetch([request for i in fresh if i.problem is None for request in i.requests])
+        run.pipeline.submit([i.job for i in fresh if i.problem is None])
 
 
 def _queued_items(item: BenchmarkItem) -> list[pytest.Item]:

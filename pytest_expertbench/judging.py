@@ -26,6 +26,8 @@ from pytest_expertbench.targets import Target
 
 __all__ = ["TargetPool"]
 
+MAX_SCORING_THREADS = 256
+
 
 class TargetPool:
     """Asks any target of a targets file by name (the scorers' :class:`Asker`).
@@ -66,6 +68,17 @@ class TargetPool:
 
     def reserve(self, target: str) -> None:
         self.reserved.add(target)
+
+    def scoring_threads(self) -> int:
+        """How many examples to score at once: enough to keep every reserved target
+        (a judge) as busy as its concurrency allows, since each scoring thread waits
+        on one of its answers; at least 4, for scorers that ask nothing."""
+        wanted = [
+            self._settings_for(spec).concurrency
+            for name, spec in self._targets.targets.items()
+            if name in self.reserved
+        ]
+        return min(MAX_SCORING_THREADS, max([4, *wanted]))
 
     def engine(self, target: str) -> Engine:
         """The engine of ``target``, built on first use (the plugin prefetches through it)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_expertbench.records import Completion, ExampleResult, ToolCall
+from pytest_expertbench.records import ExampleResult, ToolCall
 from pytest_expertbench.request_stats import JUDGE_TOKENS
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pytest_expertbench.cache import ResponseCache
     from pytest_expertbench.engine import Engine
     from pytest_expertbench.judging import TargetPool
+    from pytest_expertbench.pipeline import ExamplePipeline
     from pytest_expertbench.request_stats import BenchmarkStats
     from pytest_expertbench.run import Plan
     from pytest_expertbench.servers import ManagedServer
@@ -40,10 +41,20 @@ class ProcessRun:
     prefetched: set[int] = field(default_factory=set)  # id() of items and files queued
     ahead: int = 0  # requests queued for items that have not started yet
     progress_to: Any = None  # the terminal reporter, when waiting items print progress
+    _pipeline: ExamplePipeline | None = None
 
     @property
     def engine(self) -> Engine:
         return self.pool.engine(self.plan.target.name)
+
+    @property
+    def pipeline(self) -> ExamplePipeline:
+        """Asks and scores whole examples ahead of the items (built on first use)."""
+        from pytest_expertbench.pipeline import ExamplePipeline
+
+        if self._pipeline is None:
+            self._pipeline = ExamplePipeline(self.engine, self.pool.scoring_threads())
+        return self._pipeline
 
     def request_stats(self) -> dict[str, dict[str, float]]:
         """Each benchmark's request counts (the numbers of its engine stats)."""
@@ -84,6 +95,8 @@ class ProcessRun:
         return self.cache
 
     def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
         self.pool.close()
         if self.cache is not None:
             self.cache.close()
@@ -138,9 +151,6 @@ COLLECTED_KEY = pytest.StashKey[Collected]()
 
 
 RECORD_KEY = pytest.StashKey[dict[str, Any]]()
-
-
-COMPLETION_KEY = pytest.StashKey[tuple[Completion, ...]]()  # one answer per repeat
 
 
 def is_controller(config: pytest.Config) -> bool:

@@ -9,13 +9,16 @@ Sympy can run for minutes on a hostile expression, and a signal-based alarm only
 works in the main thread of the main process (not under xdist's execnet threads or a
 scoring thread), so the symbolic step runs in one spawned helper process: a check
 that overruns ``timeout_s`` kills it (the next check starts a new one) and scores 0
-with the detail "timed out".
+with the detail "timed out". There is one helper per core (two at most), because
+the example pipeline scores several examples at once.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import os
+import queue
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -287,13 +290,39 @@ def _serve(connection: Connection) -> None:
             connection.send((False, f"{type(exc).__name__}: {exc}"))
 
 
-_WORKER = SympyWorker()
+class SympyWorkers:
+    """A few :class:`SympyWorker` processes, one per core (at most ``size``): the
+    pipeline scores several examples at once, and one helper would serialise their
+    sympy checks. Each call takes a free helper, waiting for one when all are busy."""
+
+    def __init__(self, size: int) -> None:
+        self._free: queue.SimpleQueue[SympyWorker] = queue.SimpleQueue()
+        self._all = [SympyWorker() for _ in range(max(1, size))]
+        for worker in self._all:
+            self._free.put(worker)
+
+    def call(self, function: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> Any:
+        worker = self._free.get()
+        try:
+            return worker.call(function, args, timeout_s)
+        finally:
+            self._free.put(worker)
+
+    def close(self) -> None:
+        for worker in self._all:
+            worker.close()
+
+
+# Helpers start on first use, so a run without symbolic checks starts no process.
+_WORKER = SympyWorkers(min(2, os.cpu_count() or 1))
 
 
 # --------------------------------------------------------------------------- the scorer
 
 
-def equivalent(prediction: str, target: str, timeout_s: float, worker: SympyWorker) -> Score:
+def equivalent(
+    prediction: str, target: str, timeout_s: float, worker: SympyWorker | SympyWorkers
+) -> Score:
     """Compare two final answers: normalised text, then numbers, then sympy."""
     left, right = normalize(prediction), normalize(target)
     if left == right:
