@@ -4,10 +4,13 @@ A fake OpenAI-compatible server (tests/support/fake_openai.py) answers every req
 after ``--latency`` seconds, ``--capacity`` at a time. In the same run this script
 measures:
 
-  (a) wall   pytest --expert-bench over N generated examples (a subprocess)
+  (a) wall   pytest --expert-bench over N generated examples (a subprocess), every
+             feature on: a fresh response cache storing each answer, reports, and
+             the comparison with a baseline an untimed first run saved
   (b) seq    the same N requests asked one after another with httpx.Client
   (c) bare   plain pytest running N trivial parametrized tests
   (d) limit  N x latency / min(concurrency, capacity): no engine can do better
+             (with --judge: 2 x N x latency / min(concurrency, capacity / 2))
 
 and prints wall/(limit+bare) (the plugin's own cost: 1.0 is perfect), wall/limit,
 seq/wall (the speed-up over a sequential loop) and wall/bare.
@@ -15,6 +18,7 @@ seq/wall (the speed-up over a sequential loop) and wall/bare.
     python bench/throughput.py --n 1319 --latency 0.2 --capacity 64 --concurrency 32
     python bench/throughput.py --n 1319 --latency 0.2 --skip-sequential
     python bench/throughput.py --latency 0 --skip-sequential --repeat 5   # a noisy machine
+    python bench/throughput.py --n 400 --judge --skip-sequential   # model + judge per example
     python bench/throughput.py --memory 20000     # peak RSS of a 20 000-item run, latency 0
                                                   # (pytest and its children, summed)
 
@@ -77,8 +81,11 @@ def prompt_of(i: int) -> str:
     return f"Answer with the question's number.\nquestion {i}"
 
 
-def write_benchmark(folder: Path, n: int, base_url: str, concurrency: int) -> Path:
-    """A benchmark directory: N examples, one benchmark in suite ``bench``, one target."""
+def write_benchmark(
+    folder: Path, n: int, base_url: str, concurrency: int, *, judge: bool = False
+) -> Path:
+    """A benchmark directory: N examples, one benchmark in suite ``bench``, one target;
+    with ``judge``, a judge scorer too, asking a second target on the same server."""
     suite = folder / "suite"
     suite.mkdir(parents=True)
     with (suite / "data.jsonl").open("w", encoding="utf-8") as handle:
@@ -98,14 +105,30 @@ def write_benchmark(folder: Path, n: int, base_url: str, concurrency: int) -> Pa
             "latency_p95_ms": {"of": "latency_ms", "agg": "p95", "direction": "lower"},
         },
     }
-    (suite / f"{BENCHMARK}.yaml").write_text(yaml.safe_dump(benchmark, sort_keys=False))
     target = {"kind": "openai", "base_url": base_url, "model": "bench", "concurrency": concurrency}
     targets = {"default": "fake", "targets": {"fake": target}}
+    if judge:  # the fake answers "ANSWER: <last line>": the rubric's last line is the verdict
+        rubric = "Grade this answer: {response}\nPASS"
+        benchmark["scorers"].append({"judge": {"target": "judge", "rubric": rubric}})
+        benchmark["scorers"][-1]["judge"]["parse"] = "verdict"
+        benchmark["metrics"]["judged"] = {"of": "judge", "agg": "rate", "direction": "higher"}
+        targets["targets"]["judge"] = {**target, "model": "judge"}
+    (suite / f"{BENCHMARK}.yaml").write_text(yaml.safe_dump(benchmark, sort_keys=False))
     (suite / "targets.yaml").write_text(yaml.safe_dump(targets, sort_keys=False))
     return suite
 
 
-def expertbench_command(folder: Path, suite: Path, concurrency: int) -> list[str]:
+def expertbench_command(
+    folder: Path, suite: Path, concurrency: int, *, cache: str | None = None
+) -> list[str]:
+    """The plugin's run. ``cache``: a fresh cache folder's name (every feature on: the
+    cache stores every answer, none served), else the cache is off."""
+    cache_options = ["--expert-bench-cache=off"]
+    if cache is not None:
+        cache_options = [
+            "--expert-bench-cache=resume",
+            f"--expert-bench-cache-dir={folder / cache}",
+        ]
     return [
         sys.executable,
         "-m",
@@ -115,7 +138,7 @@ def expertbench_command(folder: Path, suite: Path, concurrency: int) -> list[str
         "no:cacheprovider",
         f"--expert-bench={BENCHMARK}",
         f"--expert-bench-dir={suite}",
-        "--expert-bench-cache=off",
+        *cache_options,
         f"--expert-bench-concurrency={concurrency}",
         f"--expert-bench-report-dir={folder / 'reports'}",
         f"--expert-bench-baseline-dir={folder / 'baselines'}",
@@ -207,20 +230,26 @@ def throughput(args: argparse.Namespace) -> None:
         fake_server(args.latency, args.capacity) as server,
     ):
         folder = Path(temp)
-        suite = write_benchmark(folder, args.n, server.base_url, args.concurrency)
+        suite = write_benchmark(folder, args.n, server.base_url, args.concurrency, judge=args.judge)
         bare_dir = write_bare_tests(folder, args.n)
         walls, bares = [], []
-        for _ in range(args.repeat):  # taking turns, so that a noisy spell hits both
+        # A first run records the baseline every timed run is then compared with.
+        saving = expertbench_command(folder, suite, args.concurrency, cache="cache-0")
+        timed([*saving, "--expert-bench-save-baseline"], folder)
+        for run in range(1, args.repeat + 1):  # taking turns, so that a noisy spell hits both
             server.reset()
-            walls.append(timed(expertbench_command(folder, suite, args.concurrency), folder))
+            command = expertbench_command(folder, suite, args.concurrency, cache=f"cache-{run}")
+            walls.append(timed(command, folder))
             asked = server.total()
             bares.append(timed(bare_command(), bare_dir))
         wall, bare = statistics.median(walls), statistics.median(bares)
         seq = None if args.skip_sequential else sequential(server.base_url, args.n)
-    limit = args.n * args.latency / min(args.concurrency, args.capacity)
+    passes = 2 if args.judge else 1  # a judged example waits for two answers
+    limit = passes * args.n * args.latency / min(args.concurrency, args.capacity // passes)
     print(
         f"N={args.n} latency={args.latency:g}s capacity={args.capacity} "
-        f"concurrency={args.concurrency}; the server saw {asked} requests per run"
+        f"concurrency={args.concurrency}{' judged' if args.judge else ''}; "
+        f"the server saw {asked} requests per run"
     )
     if args.repeat > 1:
         print(f"  medians of {args.repeat} runs: wall {_runs(walls)}; bare {_runs(bares)}")
@@ -293,6 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-sequential", action="store_true", help="skip the slow loop (b)")
     parser.add_argument("--memory", type=int, metavar="N", help="measure peak RSS for N items")
     parser.add_argument("--repeat", type=int, default=1, help="runs of (a) and (c); medians [1]")
+    parser.add_argument(
+        "--judge", action="store_true", help="a judge (same latency) grades every answer"
+    )
     args = parser.parse_args(argv)
     compile_package()
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 4 * args.capacity:
