@@ -24,7 +24,6 @@ from pytest_expertbench.state import (
     result_to_json,
 )
 from pytest_expertbench.summary import waiting_line
-from pytest_expertbench.worksteal import guard
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
     from pytest_expertbench.run import PlannedBenchmark
 
 FAST_DIST_MODES = ("no", "loadfile", "loadscope")
+CHUNKED_DIST_MODES = ("load", "worksteal")  # the plugin's scheduler (chunks.py)
 T = TypeVar("T")
 
 
@@ -210,46 +210,34 @@ def _waiting(item: BenchmarkItem, run: ProcessRun, wait: Callable[[float | None]
 
 
 def _prefetch(item: BenchmarkItem, run: ProcessRun) -> None:
-    """Hand the engine the requests this process will need next, ahead of the item loop.
+    """Hand the pipeline the examples this process will run next, ahead of the item loop.
 
     Under no xdist, --dist loadfile and loadscope a benchmark file runs whole in one
-    process, so its first item queues them all. Under --dist load only the items
-    already sent to this worker are known, so those are queued, looking again
-    whenever fewer than two rounds of requests are left ahead. Under worksteal the
-    items asked ahead for (up to four rounds) are claimed, so that no other worker
-    steals them (worksteal.py). Under other modes an item asks only for itself, which
-    keeps every example asked once.
+    process, so its first item queues them all. Under --dist load and worksteal the
+    plugin's scheduler hands each worker whole chunks of a file's examples
+    (chunks.py), so an item queues its chunk. Under other modes an item asks only for
+    itself, which keeps every example asked once.
     """
-    run.ahead -= 1
+    if id(item) in run.prefetched:
+        return
     if run.dist in FAST_DIST_MODES:
-        if id(item.parent) in run.prefetched:
-            return
-        run.prefetched.add(id(item.parent))
-        upcoming = [i for i in item.session.items if i.parent is item.parent]
-    elif run.dist == "load":
-        if run.ahead >= 2 * run.plan.settings.concurrency and id(item) in run.prefetched:
-            return
-        upcoming = _queued_items(item)
-    elif run.dist == "worksteal" and (steal_guard := guard(item.config)) is not None:
-        concurrency = run.plan.settings.concurrency
-        if run.ahead >= 2 * concurrency and id(item) in run.prefetched:
-            return
-        upcoming = [item, *steal_guard.claim(item.session.items, 4 * concurrency - run.ahead)]
+        upcoming: list[pytest.Item] = [i for i in item.session.items if i.parent is item.parent]
+    elif run.dist in CHUNKED_DIST_MODES:
+        upcoming = list(_chunk(item, run))
     else:
         upcoming = [item]
     fresh = [i for i in upcoming if isinstance(i, BenchmarkItem) and id(i) not in run.prefetched]
     run.prefetched.update(id(i) for i in fresh)
-    run.ahead += len(fresh)
     if fresh:
         run.pipeline.submit([i.job for i in fresh if i.problem is None])
 
 
-def _queued_items(item: BenchmarkItem) -> list[pytest.Item]:
-    """The items xdist has already sent this worker (its pending queue), this one first."""
-    items = item.session.items
-    for plugin in item.config.pluginmanager.get_plugins():
-        queue = getattr(plugin, "torun", None)
-        if queue is not None and hasattr(queue, "lock"):
-            with queue.lock() as pending:
-                return [item, *(items[i] for i in pending if isinstance(i, int))]
-    return [item]
+def _chunk(item: BenchmarkItem, run: ProcessRun) -> list[BenchmarkItem]:
+    """The examples of ``item``'s chunk: the scheduler sends them all to this worker."""
+    from pytest_expertbench.chunks import chunk_size
+
+    siblings = [i for i in item.session.items if i.parent is item.parent]
+    examples = [i for i in siblings if isinstance(i, BenchmarkItem)]
+    size = chunk_size(run.plan.settings.concurrency)
+    start = examples.index(item) // size * size
+    return examples[start : start + size]

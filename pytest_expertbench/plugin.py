@@ -20,7 +20,12 @@ from pytest_expertbench import hookspecs
 from pytest_expertbench.gate_items import CONCLUDE_KEY, GATES_KEY, GateOrder
 from pytest_expertbench.interrupts import interrupt_once
 from pytest_expertbench.interrupts import track as track_worker
-from pytest_expertbench.items import FAST_DIST_MODES, BenchmarkFile, BenchmarkItem
+from pytest_expertbench.items import (
+    CHUNKED_DIST_MODES,
+    FAST_DIST_MODES,
+    BenchmarkFile,
+    BenchmarkItem,
+)
 from pytest_expertbench.options import add_options, option_value, settings_from
 from pytest_expertbench.startup import (
     interrupt_on_sigterm,
@@ -139,12 +144,25 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         f"suites {','.join(plan.settings.suites)}: {names}"
     ]
     dist = config.getoption("dist", "no")
-    if config.getoption("numprocesses", None) and dist not in FAST_DIST_MODES:
+    fast = (*FAST_DIST_MODES, *CHUNKED_DIST_MODES)
+    if config.getoption("numprocesses", None) and dist not in fast:
         lines.append(
             f"expertbench: --dist {dist} spreads a benchmark over workers, which then ask the "
             "model in smaller batches; use --dist loadfile for full speed (same results)"
         )
     return lines
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under --dist load and worksteal, a benchmark's examples go to workers in chunks
+    that each worker asks for whole (chunks.py); None leaves xdist's own scheduler."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or config.getoption("dist", "no") not in CHUNKED_DIST_MODES:
+        return None
+    from pytest_expertbench.chunks import ChunkScheduling, chunk_size
+
+    return ChunkScheduling(config, log, chunk_size(run.plan.settings.concurrency))
 
 
 @pytest.hookimpl(optionalhook=True)

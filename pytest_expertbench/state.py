@@ -39,7 +39,6 @@ class ProcessRun:
     servers: list[ManagedServer] = field(default_factory=list)  # started on the controller
     dist: str = "no"  # the session's --dist mode (a worker's own option says "no")
     prefetched: set[int] = field(default_factory=set)  # id() of items and files queued
-    ahead: int = 0  # requests queued for items that have not started yet
     progress_to: Any = None  # the terminal reporter, when waiting items print progress
     _pipeline: ExamplePipeline | None = None
 

@@ -125,7 +125,7 @@ def comparable_rows(project: Project, name: str) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.parametrize("dist", ["load", "loadfile", "loadscope", "worksteal"])
+@pytest.mark.parametrize("dist", ["load", "loadfile", "loadscope", "worksteal", "loadgroup"])
 def test_xdist_gives_the_same_numbers_and_asks_once(
     project: Project, server: FakeOpenAI, dist: str
 ) -> None:
@@ -144,7 +144,7 @@ def test_xdist_gives_the_same_numbers_and_asks_once(
     assert set(server.counts.values()) == {2}
     assert comparable_rows(project, "serial") == comparable_rows(project, "xdist")
     slow_mode_warned = "use --dist loadfile for full speed" in spread.stdout.str()
-    assert slow_mode_warned == (dist in ("load", "worksteal"))
+    assert slow_mode_warned == (dist == "loadgroup")
 
 
 def test_xdist_writes_the_same_files_as_a_serial_run(project: Project) -> None:
