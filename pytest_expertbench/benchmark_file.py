@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from pytest_expertbench.config import (
     Benchmark,
@@ -19,9 +20,11 @@ from pytest_expertbench.config import (
     ItemPass,
     MetricSpec,
     ScorerSpec,
+    ToolsFromField,
     check_repeats,
 )
-from pytest_expertbench.records import Direction, repeat_aggregation
+from pytest_expertbench.records import Completion, Direction, Example, Score, repeat_aggregation
+from pytest_expertbench.row_tools import named_back
 from pytest_expertbench.scorers import (
     Asker,
     OptionError,
@@ -67,8 +70,14 @@ def load_benchmark(path: Path, asker: Asker | None = None) -> Benchmark:
     name = reader.text("name", default=path.stem)
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise ConfigError(path, "name", f"{name!r} must be letters, digits, '_', '-' or '.'")
-    tools = tuple(reader.mapping_list("tools", default=[]))
-    scorers = _scorers(reader, ScorerContext(benchmark_path=path, tools=tools, asker=asker))
+    tools, tools_from = _tools(reader)
+    context = ScorerContext(
+        benchmark_path=path,
+        tools=tools,
+        asker=asker,
+        tools_field=tools_from.field if tools_from else None,
+    )
+    scorers = _scorers(reader, context)
     generation = reader.mapping("generation", default={})
     repeats = reader.whole("repeats", default=None)
     if repeats is not None and repeats < 1:
@@ -88,6 +97,7 @@ def load_benchmark(path: Path, asker: Asker | None = None) -> Benchmark:
         tools=tools,
         item_pass=_item_pass(reader, scorers),
         repeats=repeats,
+        tools_from=tools_from,
     )
     reader.reject_unknown(
         "name description dataset suites prompt system generation scorers metrics markers "
@@ -95,11 +105,33 @@ def load_benchmark(path: Path, asker: Asker | None = None) -> Benchmark:
     )
     if repeats is not None:
         check_repeats(bench)
+    if tools_from is not None:  # the scorers see the names the dataset gives the tools
+        bench = replace(bench, scorers=tuple(_named_back(spec, bench) for spec in scorers))
     try:
         bench.template_fields()
     except TemplateError as exc:
         raise ConfigError(path, "prompt", str(exc)) from None
     return bench
+
+
+def _tools(reader: YamlReader) -> tuple[tuple[Mapping[str, Any], ...], ToolsFromField | None]:
+    """``tools:`` as a list (the same tools for every example) or ``{field: …}`` (each
+    example's own, from a dataset field)."""
+    if not isinstance(reader.get("tools", None), Mapping):
+        return tuple(reader.mapping_list("tools", default=[])), None
+    sub = reader.child("tools")
+    spec = ToolsFromField(field=sub.text("field"))
+    sub.reject_unknown("field")
+    return (), spec
+
+
+def _named_back(spec: ScorerSpec, bench: Benchmark) -> ScorerSpec:
+    function = spec.function
+
+    def score(completion: Completion, example: Example) -> Score:
+        return function(named_back(completion, bench, example), example)
+
+    return replace(spec, function=score)
 
 
 def _dataset(reader: YamlReader) -> DatasetSpec:

@@ -55,6 +55,14 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+class ToolsFromField:
+    """``tools: {field: …}``: each example is sent the tools its row holds in ``field``
+    (OpenAI tools, or BFCL functions converted as BFCL does; see row_tools.py)."""
+
+    field: str
+
+
+@dataclass(frozen=True)
 class ScorerSpec:
     """One scorer use; ``name`` is the score's key (its ``as:``, else the kind)."""
 
@@ -110,6 +118,8 @@ class Benchmark:
     # How many times each example is asked: the file's ``repeats``, or None when it does
     # not say (the run's --expert-bench-repeats then decides; see with_repeats).
     repeats: int | None = None
+    # Per-question tools from a dataset field (``tools: {field: …}``); ``tools`` is then ().
+    tools_from: ToolsFromField | None = None
 
     @property
     def times(self) -> int:
@@ -125,6 +135,8 @@ class Benchmark:
             for option, value in spec.options.items():
                 if isinstance(value, str) and field_name in fields_of(value):
                     return f"scorers[{i}].{spec.kind}.{option}"
+        if self.tools_from is not None and field_name == self.tools_from.field:
+            return "tools.field"
         return "prompt"
 
     def template_fields(self) -> set[str]:
@@ -134,6 +146,8 @@ class Benchmark:
             for value in spec.options.values():
                 if isinstance(value, str):
                     needed |= fields_of(value) - filled_fields(spec.kind)
+        if self.tools_from is not None:
+            needed.add(self.tools_from.field)
         return needed
 
 

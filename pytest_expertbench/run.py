@@ -170,6 +170,7 @@ def make_request(benchmark: Benchmark, example: Example, repeat: int = 0) -> Req
     """The request for one example; with ``repeats`` > 1, repeat ``r`` of it, sent with
     ``seed`` = the generation's seed (or 0) + r. A benchmark asked once sends its
     generation as written, so its requests (and their cache keys) stay the same."""
+    from pytest_expertbench.row_tools import request_tools
     from pytest_expertbench.template import render
 
     problem = field_problem(benchmark, example.id, example.fields)
@@ -184,7 +185,7 @@ def make_request(benchmark: Benchmark, example: Example, repeat: int = 0) -> Req
         prompt=render(benchmark.prompt, example.fields),
         system=render(benchmark.system, example.fields) if benchmark.system else None,
         generation=generation,
-        tools=benchmark.tools,
+        tools=request_tools(benchmark, example),  # the benchmark's, or the row's converted
         fields=example.fields,
         repeat=repeat,
     )

@@ -44,11 +44,16 @@ class ScorerContext:
     benchmark_path: Path
     tools: tuple[Mapping[str, Any], ...] = ()
     asker: Asker | None = None  # None outside a plugin run (plain config loading)
+    # The dataset field of per-question tools (``tools: {field: …}``): the default of
+    # the tool scorers' ``tools_field``.
+    tools_field: str | None = None
 
 
 ScorerFactory = Callable[[Mapping[str, Any], ScorerContext], ScoreFunction]
 
-_BUILTIN_FAMILIES = ("match", "text", "math", "structured", "tools", "safety", "judge", "custom")
+_BUILTIN_FAMILIES = (
+    "match", "text", "math", "structured", "tools", "safety", "refusal", "judge", "custom"
+)
 _REGISTRY: dict[str, ScorerFactory] = {}  # the built-ins, filled by @scorer on import
 _FILLS: dict[str, frozenset[str]] = {}
 # This run's third-party scorers (hooks, entry points): looked up before the built-ins,

@@ -233,8 +233,9 @@ def _schemas_source(
     read: Callable[[Any], Schemas] = tool_schemas,
     required: bool = True,
 ) -> SchemasOf | None:
-    """Per-example tools from ``tools_field``, else the benchmark's ``tools:``, else None."""
-    tools_field = reader.text("tools_field", None)
+    """Per-example tools from ``tools_field`` (by default the field the benchmark's
+    ``tools: {field: …}`` names), else the benchmark's ``tools:``, else None."""
+    tools_field = reader.text("tools_field", context.tools_field)
     if tools_field is not None:
 
         def per_example(example: Example) -> Schemas:
