@@ -155,10 +155,29 @@ def _dataset(reader: YamlReader) -> DatasetSpec:
     for new, old in renames.items():
         if not isinstance(old, str):
             raise ConfigError(reader.path, reader.key(f"fields.{new}"), "expected a column name")
-    reader.reject_unknown("file hf id fields")
+    reader.reject_unknown("file hf id fields where")
     return DatasetSpec(
-        file=file, hub=hub, id_field=reader.text("id", default=None), renames=dict(renames)
+        file=file,
+        hub=hub,
+        id_field=reader.text("id", default=None),
+        renames=dict(renames),
+        where=_where(reader),
     )
+
+
+def _where(reader: YamlReader) -> dict[str, tuple[Any, ...]]:
+    """``where: {label: safe}`` or ``{type: [a, b]}``: the values each field may hold."""
+    where: dict[str, tuple[Any, ...]] = {}
+    for name, wanted in reader.mapping("where", default={}).items():
+        values = tuple(wanted) if isinstance(wanted, list) else (wanted,)
+        if not values or any(isinstance(v, Mapping | list) for v in values):
+            raise ConfigError(
+                reader.path,
+                reader.key(f"where.{name}"),
+                f"expected a value or a list of values, got {wanted!r}",
+            )
+        where[str(name)] = values
+    return where
 
 
 def _suites(reader: YamlReader) -> dict[str, int | None]:

@@ -47,11 +47,16 @@ class DatasetSpec:
     hub: HubSource | None = None
     id_field: str | None = None
     renames: Mapping[str, str] = field(default_factory=dict)  # new name -> column
+    # ``where:``: field -> the values a row may hold there; other rows are dropped
+    # before sampling (a field written as a list keeps a row holding any of them).
+    where: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def describe(self) -> str:
-        if self.hub is not None:
-            return self.hub.describe()
-        return f"file:{self.file.name if self.file else ''}"
+        source = self.hub.describe() if self.hub else f"file:{self.file.name if self.file else ''}"
+        if self.where:  # two benchmarks of one file's halves show which half each is
+            kept = " ".join(f"{k}={','.join(map(str, v))}" for k, v in self.where.items())
+            source += f" where {kept}"
+        return source
 
 
 @dataclass(frozen=True)

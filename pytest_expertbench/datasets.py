@@ -71,7 +71,7 @@ def load_examples(
     benchmark: Benchmark, suite: str, *, seed: int = 0, limit: int | None = None
 ) -> ExampleSet:
     """Read, check and sample the rows ``benchmark`` runs in ``suite``."""
-    read = _read_rows(benchmark)
+    read = _kept_rows(benchmark, _read_rows(benchmark))
     rows = _filled(read)
     columns = _columns(rows, benchmark)
     _check_fields(benchmark, columns)
@@ -143,7 +143,42 @@ def sample_positions(total: int, size: int | None, seed: int) -> list[int]:
 def load_rows(benchmark: Benchmark) -> Sequence[Mapping[str, Any]]:
     """The dataset's rows, each with every column: a key a JSON Lines row lacks is None
     there, as ``datasets`` gives it."""
-    return _filled(_read_rows(benchmark))
+    return _filled(_kept_rows(benchmark, _read_rows(benchmark)))
+
+
+def _kept_rows(
+    benchmark: Benchmark, rows: Sequence[Mapping[str, Any]]
+) -> Sequence[Mapping[str, Any]]:
+    """The rows ``dataset.where`` keeps: each named field holds one of its values
+    (a renamed field is looked up under its column; ``true`` is not 1)."""
+    where = benchmark.dataset.where
+    if not where:
+        return rows
+    for name in where:
+        column = benchmark.dataset.renames.get(name, name)
+        if not any(column in row for row in rows):
+            columns = ", ".join(sorted({key for row in rows for key in row}))
+            raise ConfigError(
+                benchmark.path,
+                f"dataset.where.{name}",
+                f"the dataset has no column {column!r} (columns: {columns})",
+            )
+    kept = [
+        row
+        for row in rows
+        if all(
+            _holds(row.get(benchmark.dataset.renames.get(name, name)), values)
+            for name, values in where.items()
+        )
+    ]
+    if not kept:
+        wanted = "; ".join(f"{name} in {list(values)!r}" for name, values in where.items())
+        raise ConfigError(benchmark.path, "dataset.where", f"no row of {len(rows)} has {wanted}")
+    return kept
+
+
+def _holds(value: Any, values: Sequence[Any]) -> bool:
+    return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in values)
 
 
 def _read_rows(benchmark: Benchmark) -> Sequence[Mapping[str, Any]]:
