@@ -88,6 +88,7 @@ def write_benchmark(
     with ``judge``, a judge scorer too, asking a second target on the same server."""
     suite = folder / "suite"
     suite.mkdir(parents=True)
+    (folder / "baselines").mkdir(exist_ok=True)  # named on the command line: must exist
     with (suite / "data.jsonl").open("w", encoding="utf-8") as handle:
         for i in range(n):
             row = {"id": f"q{i}", "question": f"question {i}", "answer": f"ANSWER: question {i}"}
