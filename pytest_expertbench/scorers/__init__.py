@@ -52,7 +52,16 @@ class ScorerContext:
 ScorerFactory = Callable[[Mapping[str, Any], ScorerContext], ScoreFunction]
 
 _BUILTIN_FAMILIES = (
-    "match", "text", "math", "structured", "tools", "safety", "refusal", "judge", "custom"
+    "match",
+    "text",
+    "math",
+    "structured",
+    "tools",
+    "safety",
+    "refusal",
+    "judge",
+    "refusal_judge",
+    "custom",
 )
 _REGISTRY: dict[str, ScorerFactory] = {}  # the built-ins, filled by @scorer on import
 _FILLS: dict[str, frozenset[str]] = {}

@@ -166,8 +166,10 @@ def _target(reader: OptionReader, asker: Asker | None) -> str:
     return target
 
 
-def _generation(reader: OptionReader) -> Mapping[str, Any]:
-    value = reader.value("generation", DEFAULT_GENERATION)
+def _generation(
+    reader: OptionReader, default: Mapping[str, Any] = DEFAULT_GENERATION
+) -> Mapping[str, Any]:
+    value = reader.value("generation", default)
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise OptionError("generation", f"expected a mapping of settings, got {value!r}")
     return dict(value)
