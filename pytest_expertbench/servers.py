@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import os
 import re
 import signal
@@ -26,19 +25,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import httpx
 
 from pytest_expertbench.config import ServerSpec, TargetSpec
 from pytest_expertbench.errors import ExpertBenchError
+from pytest_expertbench.ports import PLACEHOLDER
 from pytest_expertbench.secrets import Scrubber
 from pytest_expertbench.watchdog import group_alive as _group_alive
 
-PLACEHOLDER = "{port}"
 LOG_TAIL_LINES = 20
 STOP_TIMEOUT_S = 10.0
 _UP_WITHOUT_CHECK_S = 1.0  # no health URL and no port: alive this long counts as started
@@ -60,31 +59,6 @@ class RunningServer:
     port: int | None
     pid: int
     log_path: Path
-
-
-def resolve_port(spec: TargetSpec, port: int | None = None) -> tuple[TargetSpec, int | None]:
-    """Pick a free port for a target whose server or options say ``{port}``.
-
-    Only a target with a ``server:`` is resolved: without one nothing would listen on
-    the port picked, so its ``{port}`` is left for the target to reject. ``port``
-    passes a port picked elsewhere (an xdist worker uses the controller's).
-    """
-    server = spec.server
-    if server is None or not _mentions_port(spec, server):
-        return spec, None
-    port = port or _free_port()
-    text = str(port)
-    resolved_server = dataclasses.replace(
-        server,
-        command=_substitute(server.command, text),
-        env=_substitute(server.env, text),
-        health_url=_substitute(server.health_url, text),
-    )
-    options = _substitute(spec.options, text)
-    resolved = dataclasses.replace(
-        spec, options=options, server=resolved_server, written_options=spec.options
-    )
-    return resolved, port
 
 
 class ManagedServer:
@@ -257,41 +231,6 @@ class ManagedServer:
             return f"{message}\n  (its log {self.log_path} is empty)"
         shown = "\n".join(f"    {self.scrubber.text(line)}" for line in lines)
         return f"{message}\n  last lines of {self.log_path}:\n{shown}"
-
-
-# ---------------------------------------------------------------------- ports
-
-
-def _mentions_port(spec: TargetSpec, server: ServerSpec) -> bool:
-    texts = [*server.command, *server.env.values(), server.health_url or ""]
-    return any(PLACEHOLDER in text for text in texts) or _contains_placeholder(spec.options)
-
-
-def _contains_placeholder(value: Any) -> bool:
-    if isinstance(value, str):
-        return PLACEHOLDER in value
-    if isinstance(value, Mapping):
-        return any(_contains_placeholder(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return any(_contains_placeholder(item) for item in value)
-    return False
-
-
-def _substitute(value: Any, port: str) -> Any:
-    """``value`` with ``{port}`` replaced in every string, however deeply nested."""
-    if isinstance(value, str):
-        return value.replace(PLACEHOLDER, port)
-    if isinstance(value, Mapping):
-        return {key: _substitute(item, port) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_substitute(item, port) for item in value)
-    return value
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------------- health

@@ -61,7 +61,7 @@ def _with_ports(config: pytest.Config, targets: TargetsFile) -> tuple[TargetsFil
     Every target with a server gets one, used or not: which judges a run asks is known
     only once its benchmarks are read, and picking a port costs nothing.
     """
-    from pytest_expertbench.servers import resolve_port
+    from pytest_expertbench.ports import resolve_port
 
     given: dict[str, int] = getattr(config, "workerinput", {}).get(PORT_KEY, {})
     specs, ports = {}, {}

@@ -21,8 +21,8 @@ import pytest
 from pytest_expertbench.cache import FILE_NAME, ResponseCache
 from pytest_expertbench.cli import main
 from pytest_expertbench.config import ConfigError
+from pytest_expertbench.ports import resolve_port
 from pytest_expertbench.records import Completion
-from pytest_expertbench.servers import resolve_port
 from pytest_expertbench.targets_file import load_targets
 from tests.helpers import LOCAL, MINI_YAML, QUESTIONS, Project, fake_server_block
 from tests.support.fake_openai import FakeOpenAI

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from pytest_expertbench.config import ServerSpec, TargetSpec
-from pytest_expertbench.servers import ManagedServer, ServerError, resolve_port
+from pytest_expertbench.ports import resolve_port
+from pytest_expertbench.servers import ManagedServer, ServerError
 
 REPO = Path(__file__).resolve().parent.parent
 
