@@ -158,7 +158,7 @@ def refusal(options: Mapping[str, Any], context: ScorerContext) -> ScoreFunction
 
 
 def _alternatives(phrases: list[str], *, at_start: bool) -> re.Pattern[str] | None:
-    """One pattern for the phrases, longest first, so the detail names the longest match."""
+    """One pattern for the phrases, longest first: where several start, the longest is named."""
     if not phrases:
         return None
     ordered = sorted(phrases, key=lambda p: -len(_plain(p)))
