@@ -15,7 +15,6 @@ idempotent.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -23,6 +22,7 @@ from typing import Literal
 from pytest_expertbench import stats
 from pytest_expertbench.baseline import MetricGate, Snapshot
 from pytest_expertbench.comparability import differences, is_timing
+from pytest_expertbench.flips import Flip, flips_since
 from pytest_expertbench.records import Direction, MetricResult, Threshold
 
 MetricStatus = Literal[
@@ -98,16 +98,6 @@ class MetricComparison:
 
 
 @dataclass(frozen=True)
-class Flip:
-    """An example whose score went down since the baseline (right → wrong, fast → slow)."""
-
-    example_id: str
-    score: str
-    old: float
-    new: float
-
-
-@dataclass(frozen=True)
 class Verdict:
     """The gate's answer for one benchmark."""
 
@@ -167,7 +157,7 @@ def compare(
         for name, metric in baseline.metrics.items()
         if name not in current.metrics
     ]
-    verdict = Verdict(current.benchmark, True, None, tuple(rows), _flips(baseline, current))
+    verdict = Verdict(current.benchmark, True, None, tuple(rows), flips_since(baseline, current))
     return decide([verdict])[0]
 
 
@@ -369,40 +359,6 @@ def _band(old: float, threshold: Threshold) -> tuple[float, float]:
     if old >= 0:
         return old * (1 - t), old * (1 + t)
     return old * (1 + t), old * (1 - t)
-
-
-def _flips(baseline: Snapshot, current: Snapshot) -> tuple[Flip, ...]:
-    scores = _scores_to_watch(current)
-    flips = []
-    for example_id, new_scores in current.examples.items():
-        old_scores = baseline.examples.get(example_id)
-        if old_scores is None:
-            continue
-        for score in sorted(set(new_scores) & set(old_scores)):
-            if (scores is None or score in scores) and old_scores[score] > new_scores[score]:
-                flips.append(Flip(example_id, score, old_scores[score], new_scores[score]))
-    flips.sort(key=lambda flip: (natural_key(flip.example_id), flip.score))
-    return tuple(flips)
-
-
-def _scores_to_watch(current: Snapshot) -> set[str] | None:
-    """The scores behind ``higher`` metrics; None (every score) when a metric does not say."""
-    watched: set[str] = set()
-    for metric in current.metrics.values():
-        if metric.direction != "higher":
-            continue
-        of = metric.meta.get("of")
-        if not isinstance(of, str):
-            return None
-        watched.add(of)
-    return watched
-
-
-def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
-    """Sort key putting "2" before "10" and "q2" before "q10"."""
-    parts = re.split(r"(\d+)", text)
-    key = [(1, int(part), part) if index % 2 else (0, 0, part) for index, part in enumerate(parts)]
-    return (*key, (2, 0, text))
 
 
 def counts(verdicts: Sequence[Verdict]) -> Mapping[str, int]:

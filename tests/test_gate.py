@@ -10,7 +10,8 @@ import pytest
 from pytest_expertbench import stats
 from pytest_expertbench.baseline import MetricGate, Snapshot
 from pytest_expertbench.config import MetricSpec
-from pytest_expertbench.gate import GateRule, compare, decide, gate_status, natural_key
+from pytest_expertbench.flips import natural_key
+from pytest_expertbench.gate import GateRule, compare, decide, gate_status
 from pytest_expertbench.metrics import aggregate
 from pytest_expertbench.records import Direction, Threshold
 from tests.test_baseline import metric, snapshot
