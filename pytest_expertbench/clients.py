@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from pytest_expertbench.connections import JsonClient
+from pytest_expertbench.transport import HttpModelClient
 
 __all__ = ["ClientPool", "RateLimiter"]
 
@@ -33,29 +33,29 @@ class RateLimiter:
 
 
 class ClientPool:
-    """One keep-alive client (an httpcore pool of one connection) per request in flight.
+    """One keep-alive client (an httpx client of one connection) per request in flight.
 
-    httpcore scans every connection and waiting request of its pool on each request:
-    against tests/support/fake_openai.py, 32 requests in flight cost 1.7 ms of CPU
-    per request through one pool of 32 connections, 0.58 ms through pools of 4 and
-    0.45 ms through pools of 1. Each request in flight borrows a slot with its own
-    client: nothing queues inside httpcore, and the server sees at most
-    ``concurrency`` keep-alive connections, as with one big pool. Used only on the
-    engine's loop thread.
+    httpcore, under httpx, scans every connection and waiting request of its pool on
+    each request: against tests/support/fake_openai.py (bench/transport.py), 32
+    requests in flight cost about 4 ms of CPU per request through one httpx client of
+    32 connections and 1.7 ms through 32 clients of one. Each request in flight
+    borrows a slot with its own client: nothing queues inside httpcore, and the server
+    sees at most ``concurrency`` keep-alive connections, as with one big pool. Used
+    only on the engine's loop thread.
     """
 
     def __init__(self, concurrency: int) -> None:
         self._free = list(range(concurrency - 1, -1, -1))  # a stack: warm slots first
-        self._clients: dict[int, JsonClient] = {}
+        self._clients: dict[int, HttpModelClient] = {}
         self._ssl: ssl.SSLContext | None = None
 
-    def acquire(self) -> tuple[int, JsonClient]:
+    def acquire(self) -> tuple[int, HttpModelClient]:
         slot = self._free.pop()
         client = self._clients.get(slot)
         if client is None:
             if self._ssl is None:  # one context for all: building one costs ~40 ms
                 self._ssl = httpx.create_ssl_context()
-            client = self._clients[slot] = JsonClient(1, self._ssl)
+            client = self._clients[slot] = HttpModelClient(1, self._ssl)
         return slot, client
 
     def release(self, slot: int) -> None:

@@ -17,8 +17,8 @@ from pytest_expertbench.records import TargetError
 from pytest_expertbench.scorers import OptionError, ScoringError
 from pytest_expertbench.template import TemplateError
 
-# httpcore's own errors, raised inside connections.py and caught there
-PRIVATE = {"_TlsRefused", "_NotHttp11"}
+# private errors raised and caught inside one module (none at present)
+PRIVATE: set[str] = set()
 
 
 def exception_classes() -> list[type[BaseException]]:

@@ -15,10 +15,10 @@ import pytest
 
 from pytest_expertbench.cache import ResponseCache
 from pytest_expertbench.config import ConfigError, TargetSpec
-from pytest_expertbench.connections import JsonClient, parse_retry_after
 from pytest_expertbench.records import Completion, ExampleResult, Request, TargetError, ToolCall
 from pytest_expertbench.targets import Target, build_target
 from pytest_expertbench.targets.replay import write_replay
+from pytest_expertbench.transport import HttpModelClient, parse_retry_after
 from tests.support.fake_openai import FakeOpenAI
 
 SECRET = "sk-very-secret-value"
@@ -44,7 +44,7 @@ def spec(kind: str, **options: Any) -> TargetSpec:
 
 def ask(target: Target, request: Request = REQUEST) -> Completion:
     async def run() -> Completion:
-        async with JsonClient(4) as client:
+        async with HttpModelClient(4) as client:
             return await asyncio.wait_for(target.complete(request, client), 5.0)
 
     return asyncio.run(run())

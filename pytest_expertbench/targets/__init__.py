@@ -10,14 +10,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from pytest_expertbench.config import ConfigError, TargetSpec
-from pytest_expertbench.connections import JsonClient
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall, one_line
 
-__all__ = ["JsonClient", "Options", "Target", "TargetError", "build_target", "one_line"]
+__all__ = ["ModelClient", "Options", "Target", "TargetError", "build_target", "one_line"]
 
 _KIND_MODULES = {
     "openai": "pytest_expertbench.targets.openai",
@@ -26,6 +25,34 @@ _KIND_MODULES = {
     "python": "pytest_expertbench.targets.python",
     "replay": "pytest_expertbench.targets.replay",
 }
+
+
+class ModelClient(Protocol):
+    """What a target may ask of HTTP: the engine lends one to each call of ``complete``.
+
+    Both methods raise a one-line :class:`TargetError` that says whether asking again
+    could help (a timeout, a lost connection, 408, 429, 5xx) and carries the status
+    and Retry-After; no header value (an API key) is ever quoted. The engine's own
+    implementation is :class:`pytest_expertbench.transport.HttpModelClient` (httpx);
+    a test may pass anything with these two methods.
+    """
+
+    async def request_json(
+        self,
+        url: str,
+        payload: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        method: str = "POST",
+    ) -> Any:
+        """Send ``payload`` as JSON (no body for GET); the decoded JSON answer."""
+        ...
+
+    def stream_lines(
+        self, url: str, payload: Any, *, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[str]:
+        """POST ``payload`` as JSON; the answer's non-empty lines as they arrive (SSE, NDJSON)."""
+        ...
 
 
 @runtime_checkable
@@ -50,7 +77,7 @@ class Target(Protocol):
         """What makes this model's answers what they are (kind, URL, model…); no secret."""
         ...
 
-    async def complete(self, request: Request, client: JsonClient) -> Completion: ...
+    async def complete(self, request: Request, client: ModelClient) -> Completion: ...
 
 
 def build_target(spec: TargetSpec) -> Target:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError
-from pytest_expertbench.targets import JsonClient, Options, lookup
+from pytest_expertbench.targets import ModelClient, Options, lookup
 from pytest_expertbench.template import TemplateError, fields_of, render
 
 _OPTIONS = "url method headers body response_path api_key_env api_key_header"
@@ -48,7 +48,7 @@ class HttpTarget:
         except TemplateError as exc:
             raise TargetError(f"cannot build the request body for {self.url}: {exc}") from None
 
-    async def complete(self, request: Request, client: JsonClient) -> Completion:
+    async def complete(self, request: Request, client: ModelClient) -> Completion:
         headers = dict(self.headers)
         if self.api_key:
             scheme = "Bearer " if self.api_key_header.lower() == "authorization" else ""

@@ -8,7 +8,8 @@ from typing import Any
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
-from pytest_expertbench.targets import JsonClient, Options, token_count, tool_calls_in
+from pytest_expertbench.replicas import ReplicaSet, replica_urls
+from pytest_expertbench.targets import ModelClient, Options, token_count, tool_calls_in
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 _OPTIONS = "base_url model endpoint headers options keep_alive"
@@ -18,6 +19,9 @@ _RENAMES = {"max_tokens": "num_predict"}
 
 @dataclass(frozen=True)
 class OllamaTarget:
+    """``base_url`` is the first (or only) replica's: the cache key holds it alone, since
+    the replicas serve one model (replicas.py); ``replicas`` holds every URL."""
+
     name: str
     base_url: str
     model: str
@@ -26,10 +30,19 @@ class OllamaTarget:
     options: Mapping[str, Any] = field(default_factory=dict)
     keep_alive: str | None = None
     live: bool = True
+    # Every replica's URL; None only until __post_init__ (a set of base_url alone).
+    replicas: ReplicaSet | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.replicas is None:  # built in code with one URL: a set of one
+            object.__setattr__(self, "replicas", ReplicaSet((self.base_url,)))
 
     @property
     def url(self) -> str:
-        return f"{self.base_url}/api/{self.endpoint}"
+        return self.url_at(self.base_url)
+
+    def url_at(self, base_url: str) -> str:
+        return f"{base_url}/api/{self.endpoint}"
 
     def identity(self) -> Mapping[str, Any]:
         return {
@@ -59,24 +72,33 @@ class OllamaTarget:
             payload["keep_alive"] = self.keep_alive
         return payload
 
-    async def complete(self, request: Request, client: JsonClient) -> Completion:
-        data = await client.request_json(self.url, self.payload(request), headers=self.headers)
-        return self.parse(data)
+    async def complete(self, request: Request, client: ModelClient) -> Completion:
+        payload = self.payload(request)
 
-    def parse(self, data: Any) -> Completion:
+        async def send(base_url: str) -> tuple[Any, str]:
+            url = self.url_at(base_url)
+            return await client.request_json(url, payload, headers=self.headers), url
+
+        assert self.replicas is not None
+        data, url = await self.replicas.call(request.benchmark, send, client)
+        return self.parse(data, url)
+
+    def parse(self, data: Any, url: str | None = None) -> Completion:
+        """The completion in ``data``, the answer from ``url`` (default: the first replica's)."""
+        url = url or self.url
         if not isinstance(data, Mapping):
-            raise TargetError(f"expected a JSON object from {self.url}")
+            raise TargetError(f"expected a JSON object from {url}")
         tool_calls: tuple[ToolCall, ...] = ()
         if self.endpoint == "chat":
             message = data.get("message")
             if not isinstance(message, Mapping):
-                raise TargetError(f"no message in the answer from {self.url}")
+                raise TargetError(f"no message in the answer from {url}")
             text = message.get("content")
-            tool_calls = tool_calls_in(message.get("tool_calls"), self.url)
+            tool_calls = tool_calls_in(message.get("tool_calls"), url)
         else:
             text = data.get("response")
             if text is None:
-                raise TargetError(f"no response in the answer from {self.url}")
+                raise TargetError(f"no response in the answer from {url}")
         return Completion(
             text=text if isinstance(text, str) else "",
             tool_calls=tool_calls,
@@ -88,9 +110,13 @@ class OllamaTarget:
 def build(spec: TargetSpec) -> OllamaTarget:
     options = Options(spec)
     options.reject_unknown(_OPTIONS)
+    urls = replica_urls(
+        spec.options.get("base_url"), lambda m: options.error("base_url", m), DEFAULT_BASE_URL
+    )
     return OllamaTarget(
         name=spec.name,
-        base_url=(options.text("base_url") or DEFAULT_BASE_URL).rstrip("/"),
+        base_url=urls[0],
+        replicas=ReplicaSet(urls),
         model=options.required("model"),
         endpoint=options.choice("endpoint", ("chat", "generate")),
         headers=options.headers(),

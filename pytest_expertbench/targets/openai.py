@@ -8,13 +8,17 @@ from typing import Any
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError
-from pytest_expertbench.targets import JsonClient, Options, token_count, tool_calls_in
+from pytest_expertbench.replicas import ReplicaSet, replica_urls
+from pytest_expertbench.targets import ModelClient, Options, token_count, tool_calls_in
 
 _OPTIONS = "base_url model endpoint api_key_env headers extra_body"
 
 
 @dataclass(frozen=True)
 class OpenAITarget:
+    """``base_url`` is the first (or only) replica's: the cache key holds it alone, since
+    the replicas serve one model (replicas.py); ``replicas`` holds every URL."""
+
     name: str
     base_url: str
     model: str
@@ -23,11 +27,20 @@ class OpenAITarget:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     api_key: str | None = field(default=None, repr=False)
     live: bool = True
+    # Every replica's URL; None only until __post_init__ (a set of base_url alone).
+    replicas: ReplicaSet | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.replicas is None:  # built in code with one URL: a set of one
+            object.__setattr__(self, "replicas", ReplicaSet((self.base_url,)))
 
     @property
     def url(self) -> str:
+        return self.url_at(self.base_url)
+
+    def url_at(self, base_url: str) -> str:
         path = "chat/completions" if self.endpoint == "chat" else "completions"
-        return f"{self.base_url}/{path}"
+        return f"{base_url}/{path}"
 
     def identity(self) -> Mapping[str, Any]:
         # Header values may be credentials: only their names shape the key.
@@ -55,24 +68,33 @@ class OpenAITarget:
         payload.update(self.extra_body)  # the target's own settings win over a benchmark's
         return payload
 
-    async def complete(self, request: Request, client: JsonClient) -> Completion:
+    async def complete(self, request: Request, client: ModelClient) -> Completion:
         headers = dict(self.headers)
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        data = await client.request_json(self.url, self.payload(request), headers=headers)
-        return self.parse(data)
+        payload = self.payload(request)
 
-    def parse(self, data: Any) -> Completion:
+        async def send(base_url: str) -> tuple[Any, str]:
+            url = self.url_at(base_url)
+            return await client.request_json(url, payload, headers=headers), url
+
+        assert self.replicas is not None
+        data, url = await self.replicas.call(request.benchmark, send, client)
+        return self.parse(data, url)
+
+    def parse(self, data: Any, url: str | None = None) -> Completion:
+        """The completion in ``data``, the answer from ``url`` (default: the first replica's)."""
+        url = url or self.url
         choices = data.get("choices") if isinstance(data, Mapping) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-            raise TargetError(f"no choices in the answer from {self.url}")
+            raise TargetError(f"no choices in the answer from {url}")
         choice = choices[0]
         if self.endpoint == "chat":
             message = choice.get("message")
             if not isinstance(message, Mapping):
-                raise TargetError(f"no message in the first choice from {self.url}")
+                raise TargetError(f"no message in the first choice from {url}")
             text = message.get("content")
-            tool_calls = tool_calls_in(message.get("tool_calls"), self.url)
+            tool_calls = tool_calls_in(message.get("tool_calls"), url)
         else:
             text = choice.get("text")
             tool_calls = ()
@@ -92,9 +114,11 @@ class OpenAITarget:
 def build(spec: TargetSpec) -> OpenAITarget:
     options = Options(spec)
     options.reject_unknown(_OPTIONS)
+    urls = replica_urls(spec.options.get("base_url"), lambda m: options.error("base_url", m))
     return OpenAITarget(
         name=spec.name,
-        base_url=options.required("base_url").rstrip("/"),
+        base_url=urls[0],
+        replicas=ReplicaSet(urls),
         model=options.required("model"),
         endpoint=options.choice("endpoint", ("chat", "completions")),
         headers=options.headers(),

@@ -16,7 +16,7 @@ from typing import Any
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
-from pytest_expertbench.targets import JsonClient, Options, as_arguments, one_line
+from pytest_expertbench.targets import ModelClient, Options, as_arguments, one_line
 
 _OPTIONS = "function"
 _KEYWORDS = ("request", "fields", "system", "generation")
@@ -48,7 +48,7 @@ class PythonTarget:
         }
         return {key: value for key, value in available.items() if key in self.keywords}
 
-    async def complete(self, request: Request, client: JsonClient) -> Completion:
+    async def complete(self, request: Request, client: ModelClient) -> Completion:
         kwargs = self.arguments(request)
         try:
             if inspect.iscoroutinefunction(self.function):

@@ -21,7 +21,7 @@ from typing import Any
 from pytest_expertbench.config import ConfigError, TargetSpec
 from pytest_expertbench.files import atomic_write_text
 from pytest_expertbench.records import Completion, ExampleResult, Request, TargetError, ToolCall
-from pytest_expertbench.targets import JsonClient, Options, as_arguments
+from pytest_expertbench.targets import ModelClient, Options, as_arguments
 
 _OPTIONS = "path"
 Recording = dict[tuple[str, str, int], Completion]  # benchmark, id, repeat
@@ -45,7 +45,7 @@ class ReplayTarget:
                 self._answers = read_replay(self.path)
             return self._answers
 
-    async def complete(self, request: Request, client: JsonClient) -> Completion:
+    async def complete(self, request: Request, client: ModelClient) -> Completion:
         answer = self.load().get(request.key)
         if answer is None:
             repeat = f" (repeat {request.repeat})" if request.repeat else ""
