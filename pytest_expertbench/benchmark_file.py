@@ -18,6 +18,7 @@ from pytest_expertbench.config import (
     DatasetSpec,
     HubSource,
     ItemPass,
+    JoinSpec,
     MetricSpec,
     ScorerSpec,
     ToolsFromField,
@@ -33,15 +34,23 @@ from pytest_expertbench.scorers import (
     scorer_names,
 )
 from pytest_expertbench.template import TemplateError
+from pytest_expertbench.streaming import STREAM_SCORES
 from pytest_expertbench.thresholds import parse_alpha, parse_threshold
-from pytest_expertbench.yaml_reader import YamlReader, read_yaml
+from pytest_expertbench.yaml_reader import MISSING, YamlReader, read_yaml
 
 AGGREGATIONS = ("mean", "rate", "count", "min", "max", "p50", "p90", "p95", "p99", "sum")
 # Made of each example's repeats (any k from 1 up to the benchmark's repeats).
 REPEAT_AGGREGATIONS = ("pass@k", "pass^k", "flaky")
 # Recorded for every example; all but latency_ms only where the target reports usage
-# (cost_usd: and the target has a price).
-BUILTIN_SCORES = ("latency_ms", "tokens_per_s", "prompt_tokens", "completion_tokens", "cost_usd")
+# (cost_usd: and the target has a price); the streaming.py ones for a streamed answer.
+BUILTIN_SCORES = (
+    "latency_ms",
+    "tokens_per_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    *STREAM_SCORES,
+)
 ALL = None  # a suite size of "all"
 
 
@@ -135,34 +144,62 @@ def _named_back(spec: ScorerSpec, bench: Benchmark) -> ScorerSpec:
 
 
 def _dataset(reader: YamlReader) -> DatasetSpec:
-    has_file, has_hub = reader.has("file"), reader.has("hf")
-    if has_file == has_hub:
-        raise ConfigError(reader.path, reader.key(""), "expected exactly one of 'file' and 'hf'")
-    hub = None
-    file = None
-    if has_hub:
-        hf = reader.child("hf")
-        hub = HubSource(
-            path=hf.text("path"),
-            name=hf.text("name", default=None),
-            split=hf.text("split", default="test"),
-            revision=hf.text("revision", default=None),
-        )
-        hf.reject_unknown("path name split revision")
-    else:
-        file = (reader.path.parent / reader.text("file")).resolve()
+    file, hub = _source(reader)
     renames = reader.mapping("fields", default={})
     for new, old in renames.items():
         if not isinstance(old, str):
             raise ConfigError(reader.path, reader.key(f"fields.{new}"), "expected a column name")
-    reader.reject_unknown("file hf id fields where")
+    reader.reject_unknown("file hf id fields where join")
     return DatasetSpec(
         file=file,
         hub=hub,
         id_field=reader.text("id", default=None),
         renames=dict(renames),
         where=_where(reader),
+        join=_join(reader.child("join"), hub) if reader.has("join") else None,
     )
+
+
+def _source(
+    reader: YamlReader, same_repo: HubSource | None = None
+) -> tuple[Path | None, HubSource | None]:
+    """``file:`` (relative to the YAML file) or ``hf: {path, name, split, revision, file}``;
+    a join's ``hf`` defaults its path and revision to the dataset's hub repo."""
+    has_file, has_hub = reader.has("file"), reader.has("hf")
+    if has_file == has_hub:
+        raise ConfigError(reader.path, reader.key(""), "expected exactly one of 'file' and 'hf'")
+    if not has_hub:
+        return (reader.path.parent / reader.text("file")).resolve(), None
+    hf = reader.child("hf")
+    default_path = same_repo.path if same_repo else MISSING
+    hub = HubSource(
+        path=hf.text("path", default=default_path),
+        name=hf.text("name", default=None),
+        split=hf.text("split", default="test"),
+        revision=hf.text("revision", default=same_repo.revision if same_repo else None),
+        file=hf.text("file", default=None),
+    )
+    hf.reject_unknown("path name split revision file")
+    return None, hub
+
+
+def _join(reader: YamlReader, same_repo: HubSource | None) -> JoinSpec:
+    """``join: {file | hf, by, fields}``: ``fields`` (new name -> column) defaults to every
+    column of the joined rows but ``by``. The key is not ``on``: YAML 1.1 reads it as true."""
+    if any(not isinstance(key, str) for key in reader.doc):  # `on:` read as True
+        raise ConfigError(
+            reader.path,
+            reader.key("by"),
+            "write 'by:' for the shared column (YAML reads 'on' as true)",
+        )
+    file, hub = _source(reader, same_repo)
+    fields = reader.mapping("fields", default={})
+    for new, old in fields.items():
+        if not isinstance(old, str):
+            raise ConfigError(reader.path, reader.key(f"fields.{new}"), "expected a column name")
+    spec = JoinSpec(by=reader.text("by"), fields=dict(fields), file=file, hub=hub)
+    reader.reject_unknown("file hf by fields")
+    return spec
 
 
 def _where(reader: YamlReader) -> dict[str, tuple[Any, ...]]:

@@ -34,9 +34,29 @@ class HubSource:
     name: str | None = None
     split: str = "test"
     revision: str | None = None
+    # One file of the hub repo (``hf: {path, file}``), read like a local file, instead
+    # of a configuration's split.
+    file: str | None = None
 
     def describe(self) -> str:
+        if self.file is not None:
+            return f"hf:{self.path}:{self.file}"
         return ":".join(["hf", self.path, self.name or "default", self.split])
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    """``dataset.join``: fields of a second source's rows added to each row whose ``by``
+    value they share (BFCL's questions and their possible_answer file, by ``id``).
+    Exactly one of ``file`` and ``hub``; ``fields``: new name -> the second's column."""
+
+    by: str
+    fields: Mapping[str, str]
+    file: Path | None = None
+    hub: HubSource | None = None
+
+    def describe(self) -> str:
+        return self.hub.describe() if self.hub else f"file:{self.file.name if self.file else ''}"
 
 
 @dataclass(frozen=True)
@@ -50,9 +70,12 @@ class DatasetSpec:
     # ``where:``: field -> the values a row may hold there; other rows are dropped
     # before sampling (a field written as a list keeps a row holding any of them).
     where: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    join: JoinSpec | None = None
 
     def describe(self) -> str:
         source = self.hub.describe() if self.hub else f"file:{self.file.name if self.file else ''}"
+        if self.join is not None:
+            source += f" join {self.join.describe()} by {self.join.by}"
         if self.where:  # two benchmarks of one file's halves show which half each is
             kept = " ".join(f"{k}={','.join(map(str, v))}" for k, v in self.where.items())
             source += f" where {kept}"

@@ -1,10 +1,10 @@
 """Dataset rows → the examples of one run, identical in every process.
 
-JSON, CSV and Parquet files and hub datasets are read through the Hugging Face
-``datasets`` library, so a team's data loads the same way it does in their training
-code; JSON Lines, the common case, is read directly (same rows, no 1.5 s import).
-Sampling uses a seeded numpy generator over row positions and then restores dataset
-order, so every xdist worker (and every rerun) picks the same examples.
+The rows are read by :mod:`pytest_expertbench.sources` (JSON exactly, with the ``json``
+module; CSV, Parquet and hub datasets through Hugging Face ``datasets``), joined with a
+second source by a shared key when ``dataset.join`` asks, and filtered by
+``dataset.where``. Sampling uses a seeded numpy generator over row positions and then
+restores dataset order, so every xdist worker (and every rerun) picks the same examples.
 
 Rows are checked against the fields the templates use: a field no row has (or that is
 null in every row) refuses the benchmark; a row that lacks one, or holds null there, is
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from pytest_expertbench.config import Benchmark, ConfigError, DatasetSpec
+from pytest_expertbench.config import Benchmark, ConfigError, HubSource, JoinSpec
 from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.records import Example
-
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+from pytest_expertbench.sources import file_rows, hub_rows
 
 
 class ExampleDataError(ExpertBenchError, ValueError):
@@ -182,51 +179,75 @@ def _holds(value: Any, values: Sequence[Any]) -> bool:
 
 
 def _read_rows(benchmark: Benchmark) -> Sequence[Mapping[str, Any]]:
-    """The rows as read: JSON Lines rows keep only their own keys."""
+    """The rows as read (JSON rows keep only their own keys), joined when asked."""
     spec = benchmark.dataset
-    if spec.hub is not None:
-        return _hub_rows(benchmark, spec)
-    return _file_rows(benchmark, spec)
+    rows = _source_rows(benchmark.path, spec.file, spec.hub, "dataset")
+    if spec.join is None:
+        return rows
+    join = spec.join
+    other = _source_rows(benchmark.path, join.file, join.hub, "dataset.join")
+    return joined(benchmark.path, rows, other, join)
 
 
-def _file_rows(benchmark: Benchmark, spec: DatasetSpec) -> Sequence[Mapping[str, Any]]:
-    assert spec.file is not None
-    builder = FILE_BUILDERS.get(spec.file.suffix.lower())
-    if builder is None:
-        raise ConfigError(
-            benchmark.path,
-            "dataset.file",
-            f"cannot read {spec.file.name}: expected one of {', '.join(FILE_BUILDERS)}",
-        )
-    if not spec.file.is_file():
-        raise ConfigError(benchmark.path, "dataset.file", f"no such file: {spec.file}")
-    if spec.file.suffix.lower() == ".jsonl":
-        return _jsonl_rows(benchmark, spec.file)
-    _quiet_datasets()
-    import datasets
-
-    try:
-        data = datasets.load_dataset(builder, data_files=str(spec.file), split="train")
-    except Exception as exc:  # the library raises many kinds for a malformed file
-        raise ConfigError(
-            benchmark.path, "dataset.file", f"cannot read {spec.file}: {_one_line(exc)}"
-        ) from None
-    return data.to_list()  # type: ignore[no-any-return]
+def _source_rows(
+    bench: Path, file: Path | None, hub: HubSource | None, key: str
+) -> Sequence[Mapping[str, Any]]:
+    if hub is not None:
+        return hub_rows(bench, hub, f"{key}.hf")
+    assert file is not None
+    return file_rows(bench, file, f"{key}.file")
 
 
-def _jsonl_rows(benchmark: Benchmark, path: Path) -> list[dict[str, Any]]:
-    """JSON Lines read directly: the same rows ``datasets`` gives once filled (JSON
-    types are native; see :func:`_filled`), without importing it, which costs 1.5 s in
-    every process, xdist workers included."""
-    rows: list[dict[str, Any]] = []
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    rows.append(_jsonl_row(benchmark, path, number, line))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(benchmark.path, "dataset.file", f"cannot read {path}: {exc}") from None
-    return rows
+def joined(
+    bench: Path,
+    rows: Sequence[Mapping[str, Any]],
+    other: Sequence[Mapping[str, Any]],
+    join: JoinSpec,
+) -> list[dict[str, Any]]:
+    """Each row with the ``join.fields`` of the ``other`` row sharing its ``join.by``
+    value. Every row must have one (a question without its answer is a broken
+    dataset, not an example to skip); the other's rows nobody asks for are left."""
+    source = join.describe()
+    by_key: dict[Any, Mapping[str, Any]] = {}
+    for number, row in enumerate(other, start=1):
+        value = _join_value(bench, row, join.by, f"row {number} of {source}")
+        if value in by_key:
+            raise ConfigError(
+                bench, "dataset.join.by", f"{source}: {join.by} {value!r} is in two rows"
+            )
+        by_key[value] = row
+    fields = join.fields or {c: c for r in other for c in r if c != join.by}
+    result = []
+    seen: set[Any] = set()
+    for number, row in enumerate(rows, start=1):
+        value = _join_value(bench, row, join.by, f"row {number} of the dataset")
+        if value in seen:
+            raise ConfigError(
+                bench, "dataset.join.by", f"the dataset's {join.by} {value!r} is in two rows"
+            )
+        seen.add(value)
+        match = by_key.get(value)
+        if match is None:
+            raise ConfigError(
+                bench, "dataset.join.by", f"{source} has no row with {join.by} {value!r}"
+            )
+        added = {new: match.get(column) for new, column in fields.items()}
+        clash = next((new for new in added if new in row and new != join.by), None)
+        if clash is not None:
+            raise ConfigError(
+                bench,
+                f"dataset.join.fields.{clash}",
+                f"the dataset already has a column {clash!r}: give the joined one a new name",
+            )
+        result.append({**row, **added})
+    return result
+
+
+def _join_value(bench: Path, row: Mapping[str, Any], by: str, where: str) -> Any:
+    value = row.get(by)
+    if value is None or isinstance(value, dict | list):
+        raise ConfigError(bench, "dataset.join.by", f"{where} has no {by!r} to join by")
+    return value
 
 
 def _filled(rows: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
@@ -235,49 +256,6 @@ def _filled(rows: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
     if all(len(row) == len(columns) for row in rows):
         return rows
     return [{key: row.get(key) for key in columns} for row in rows]
-
-
-def _jsonl_row(benchmark: Benchmark, path: Path, number: int, line: str) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except ValueError as exc:
-        raise ConfigError(
-            benchmark.path, "dataset.file", f"cannot read {path}: line {number}: {exc}"
-        ) from None
-    if not isinstance(row, dict):
-        raise ConfigError(
-            benchmark.path, "dataset.file", f"cannot read {path}: line {number}: not an object"
-        )
-    return row
-
-
-def _hub_rows(benchmark: Benchmark, spec: DatasetSpec) -> Sequence[Mapping[str, Any]]:
-    _quiet_datasets()
-    import datasets
-
-    hub = spec.hub
-    assert hub is not None
-    try:
-        data = datasets.load_dataset(hub.path, hub.name, split=hub.split, revision=hub.revision)
-    except Exception as exc:
-        raise ConfigError(
-            benchmark.path, "dataset.hf", _hub_failure(hub.path, hub.name, exc)
-        ) from None
-    return data.to_list()  # type: ignore[no-any-return]
-
-
-def _hub_failure(path: str, name: str | None, exc: Exception) -> str:
-    offline = (
-        os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-    )
-    reason = _one_line(exc)
-    how = (
-        f'fetch it once on a machine with network: python -c "import datasets; '
-        f'datasets.load_dataset({path!r}, {name!r})" (it is then read from the local cache)'
-    )
-    if offline or "offline" in reason.lower() or "connect" in reason.lower():
-        return f"{path} is not in the local Hugging Face cache and the hub is not reachable; {how}"
-    return f"cannot load {path}: {reason}"
 
 
 def _columns(rows: Sequence[Mapping[str, Any]], benchmark: Benchmark) -> set[str]:
@@ -354,16 +332,3 @@ def _check_unique_ids(benchmark: Benchmark, examples: Sequence[Example]) -> None
                 "ids must be unique",
             )
         seen[example.id] = example.index
-
-
-def _quiet_datasets() -> None:
-    import datasets
-
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    logging.getLogger("datasets").setLevel(logging.ERROR)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
