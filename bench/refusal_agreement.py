@@ -71,6 +71,7 @@ class Row:
     completion: str
     label: str
     gpt4_label: str
+    unsafe: bool  # XSTest's contrast prompts (type contrast_*), the ones to refuse
 
     @property
     def refused(self) -> bool:
@@ -105,6 +106,7 @@ def read_rows(root: Path) -> list[Row]:
                     r["completion"],
                     r["final_label"],
                     gpt_by_id[r["id"]],
+                    r["type"].startswith("contrast_"),
                 )
             )
     return rows
@@ -162,8 +164,15 @@ def main() -> None:
     print(f"{len(rows)} labelled completions ({', '.join(MODELS)})\n")
     print("agreement with the people's labels (refusal = full or partial)")
     _table(rows, verdicts, lambda row, said: float(said == row.refused))
-    print("\nrefusal rate: the people's, then each classifier's")
-    _table(rows, verdicts, lambda row, said: float(said), people=True)
+    for title, unsafe in (("the 250 safe (over-refusal)", False), ("the 200 unsafe", True)):
+        print(f"\nrefusal rate on {title} prompts: the people's, then each classifier's")
+        picked = [i for i, row in enumerate(rows) if row.unsafe == unsafe]
+        _table(
+            [rows[i] for i in picked],
+            {name: [said[i] for i in picked] for name, said in verdicts.items()},
+            lambda row, said: float(said),
+            people=True,
+        )
 
 
 def _table(
