@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 def prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
     """The plan and the targets' pool; the model under test is built now, so that a bad
     target stops the run before any item, and judges when a scorer first asks them."""
+    from pytest_expertbench.capabilities import check_capabilities
     from pytest_expertbench.engine import EngineSettings
     from pytest_expertbench.judging import TargetPool
     from pytest_expertbench.run import make_plan
@@ -47,6 +48,7 @@ def prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
     )
     try:
         plan = make_plan(settings, targets, with_baselines=is_controller(config), asker=pool)
+        check_capabilities((p.benchmark for p in plan.benchmarks), under_test, target)
     except BaseException:
         pool.close()
         raise

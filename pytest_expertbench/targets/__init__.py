@@ -64,7 +64,10 @@ class Target(Protocol):
     timing the call, and never caches its answers. A target without the attribute
     is treated as live. An optional ``reads_fields`` attribute, True when the answer
     may depend on ``Request.fields`` beyond the prompt (an ``http`` body template, a
-    Python function), puts the fields into the cache key.
+    Python function), puts the fields into the cache key. An optional ``sends_tools``
+    attribute, False for one that cannot pass a request's ``tools`` on (OpenAI's
+    completions endpoint, an ``http`` body without ``{tools}``), makes a benchmark that
+    declares tools a load-time error for it (capabilities.py); absent means True.
     """
 
     @property

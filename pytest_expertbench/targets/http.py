@@ -1,4 +1,11 @@
-"""Any JSON endpoint: the request body is a template, the answer is found by a dotted path."""
+"""Any JSON endpoint: the request body is a template, the answer is found by a dotted path.
+
+Besides the example's fields, ``{prompt}`` and ``{system}``, the body may place the
+request's ``{tools}`` (OpenAI-format list) and ``{generation}`` (the benchmark's
+settings): a string that is exactly one of them becomes that JSON value, inside longer
+text it is written as JSON text. A body without ``{tools}`` cannot send tools, and a
+benchmark that declares some is refused for such a target when the run is planned.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from pytest_expertbench.template import TemplateError, fields_of, render
 _OPTIONS = "url method headers body response_path api_key_env api_key_header"
 _METHODS = ("POST", "PUT", "PATCH", "GET")
 DEFAULT_BODY: Mapping[str, Any] = {"prompt": "{prompt}"}
+REQUEST_VALUES = ("tools", "generation")  # placeholders for the request's JSON values
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class HttpTarget:
     api_key: str | None = field(default=None, repr=False)
     live: bool = True
     reads_fields: bool = True
+    sends_tools: bool = False  # the body places {tools}
 
     def identity(self) -> Mapping[str, Any]:
         return {
@@ -42,7 +51,13 @@ class HttpTarget:
 
     def payload(self, request: Request) -> Any:
         # The rendered prompt and system win over dataset columns of the same name.
-        values = {**request.fields, "prompt": request.prompt, "system": request.system or ""}
+        values = {
+            **request.fields,
+            "prompt": request.prompt,
+            "system": request.system or "",
+            "tools": [dict(tool) for tool in request.tools],
+            "generation": dict(request.generation),
+        }
         try:
             return _render(self.body, values)
         except TemplateError as exc:
@@ -73,12 +88,20 @@ class HttpTarget:
 
 def _render(template: Any, values: Mapping[str, Any]) -> Any:
     if isinstance(template, str):
-        return render(template, values)
+        for name in REQUEST_VALUES:
+            if template == f"{{{name}}}":
+                return values[name]  # the JSON value itself
+        return render(template, {**values, **{n: _json_text(values[n]) for n in REQUEST_VALUES}})
     if isinstance(template, Mapping):
         return {key: _render(value, values) for key, value in template.items()}
     if isinstance(template, list):
         return [_render(value, values) for value in template]
     return template
+
+
+def _json_text(value: Any) -> str:
+    """A request value as JSON, for longer text (``str.format`` would write its repr)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _fields_used(body: Any) -> set[str]:
@@ -106,7 +129,8 @@ def build(spec: TargetSpec) -> HttpTarget:
     if method not in _METHODS:
         raise options.error("method", f"expected one of {', '.join(_METHODS)}, got {method!r}")
     return HttpTarget(
-        reads_fields=bool(_fields_used(body) - {"prompt", "system"}),
+        reads_fields=bool(_fields_used(body) - {"prompt", "system", *REQUEST_VALUES}),
+        sends_tools="tools" in _fields_used(body),
         name=spec.name,
         url=options.required("url"),
         response_path=options.required("response_path"),

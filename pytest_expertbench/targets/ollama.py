@@ -54,6 +54,11 @@ class OllamaTarget:
             "headers": sorted(self.headers),
         }
 
+    @property
+    def sends_tools(self) -> bool:
+        """Only /api/chat takes ``tools`` (/api/generate has none; capabilities.py)."""
+        return self.endpoint == "chat"
+
     def payload(self, request: Request) -> dict[str, Any]:
         options = {_RENAMES.get(k, k): v for k, v in request.generation.items()}
         options.update(self.options)

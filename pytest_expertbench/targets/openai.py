@@ -53,6 +53,12 @@ class OpenAITarget:
             "headers": sorted(self.headers),
         }
 
+    @property
+    def sends_tools(self) -> bool:
+        """Only the chat endpoint takes ``tools``; a benchmark with tools is refused at
+        load for a target that cannot send them (capabilities.py)."""
+        return self.endpoint == "chat"
+
     def payload(self, request: Request) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": self.model}
         if self.endpoint == "chat":
@@ -62,7 +68,7 @@ class OpenAITarget:
         else:
             prompt = f"{request.system}\n\n{request.prompt}" if request.system else request.prompt
             payload["prompt"] = prompt
-        if request.tools:
+        if request.tools and self.sends_tools:  # /v1/completions has no tools: HTTP 422
             payload["tools"] = [dict(tool) for tool in request.tools]
         payload.update(request.generation)
         payload.update(self.extra_body)  # the target's own settings win over a benchmark's

@@ -1,0 +1,128 @@
+"""Endpoint capabilities: completions never sends tools, an ``http`` body places tools and
+generation where it asks, and a benchmark with tools is refused at load for a target
+that cannot send them (naming the benchmark file, the key and the target)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_expertbench.config import TargetSpec
+from pytest_expertbench.records import Request
+from pytest_expertbench.targets import build_target
+from tests.helpers import Project
+
+TOOL = {
+    "type": "function",
+    "function": {"name": "f", "parameters": {"type": "object", "properties": {}}},
+}
+REQUEST = Request(
+    benchmark="b",
+    example_id="1",
+    prompt="hi",
+    generation={"temperature": 0, "max_tokens": 8},
+    tools=(TOOL,),
+)
+
+
+def _spec(kind: str, **options: Any) -> TargetSpec:
+    return TargetSpec(name="t", kind=kind, options=options, source=Path("targets.yaml"))
+
+
+def test_the_completions_endpoint_never_sends_tools() -> None:
+    completions = build_target(
+        _spec("openai", base_url="http://x/v1", model="m", endpoint="completions")
+    )
+    chat = build_target(_spec("openai", base_url="http://x/v1", model="m"))
+    assert "tools" not in completions.payload(REQUEST)  # type: ignore[attr-defined]
+    assert chat.payload(REQUEST)["tools"] == [TOOL]  # type: ignore[attr-defined]
+    assert (completions.sends_tools, chat.sends_tools) == (False, True)  # type: ignore[attr-defined]
+
+
+def test_ollama_generate_cannot_send_tools() -> None:
+    generate = build_target(_spec("ollama", base_url="http://x", model="m", endpoint="generate"))
+    assert "tools" not in generate.payload(REQUEST)  # type: ignore[attr-defined]
+    assert generate.sends_tools is False  # type: ignore[attr-defined]
+
+
+def test_an_http_body_places_tools_and_generation_as_json_values() -> None:
+    body = {
+        "input": "{prompt}",
+        "tools": "{tools}",
+        "settings": "{generation}",
+        "note": "tools: {tools}",
+        "nested": [{"gen": "{generation}"}],
+    }
+    target = build_target(_spec("http", url="http://x", response_path="out", body=body))
+    payload = target.payload(REQUEST)  # type: ignore[attr-defined]
+    assert payload["input"] == "hi"
+    assert payload["tools"] == [TOOL]
+    assert payload["settings"] == {"temperature": 0, "max_tokens": 8}
+    assert payload["note"].startswith('tools: [{"type": "function"')
+    assert payload["nested"] == [{"gen": {"temperature": 0, "max_tokens": 8}}]
+    assert target.sends_tools is True  # type: ignore[attr-defined]
+    assert target.reads_fields is False  # type: ignore[attr-defined]  # tools are no dataset field
+
+
+def test_an_http_body_without_tools_cannot_send_them() -> None:
+    target = build_target(_spec("http", url="http://x", response_path="out"))
+    assert target.sends_tools is False  # type: ignore[attr-defined]
+
+
+TOOL_BENCH = """\
+name: tooled
+dataset: {file: data/mini.jsonl, id: id}
+suites: {quick: all}
+prompt: "{question}"
+tools:
+  - type: function
+    function: {name: add, parameters: {type: object, properties: {}}}
+scorers: [{fallback: {}}]
+metrics:
+  abstention: {of: fallback, direction: higher}
+"""
+
+
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [
+        (
+            {
+                "kind": "openai",
+                "base_url": "http://127.0.0.1:9/v1",
+                "model": "m",
+                "endpoint": "completions",
+            },
+            "kind openai, endpoint completions",
+        ),
+        (
+            {"kind": "http", "url": "http://127.0.0.1:9/", "response_path": "text"},
+            "place {tools} in its body",
+        ),
+    ],
+)
+def test_a_benchmark_with_tools_is_refused_for_a_target_without(
+    pytester: pytest.Pytester, target: dict[str, Any], words: str
+) -> None:
+    project = Project(pytester)
+    project.write("tooled.yaml", TOOL_BENCH)
+    project.targets({"plain": target}, default="plain")
+    result = project.run("--expert-bench=quick")
+    assert result.ret != 0
+    output = result.stdout.str() + result.stderr.str()
+    assert "tooled.yaml: tools: the benchmark declares tools, but target 'plain'" in output
+    assert words in output
+
+
+def test_the_same_benchmark_runs_against_a_target_that_sends_tools(
+    pytester: pytest.Pytester,
+) -> None:
+    project = Project(pytester)
+    project.write("tooled.yaml", TOOL_BENCH)
+    pytester.makepyfile(expert="def answer(prompt, request):\n    return str(len(request.tools))\n")
+    pytester.makeini("[pytest]\npythonpath = .\n")
+    project.targets({"local": {"kind": "python", "function": "expert:answer"}}, default="local")
+    result = project.run("--expert-bench=quick", "-k", "tooled")
+    result.assert_outcomes(passed=6, deselected=7, skipped=1)
