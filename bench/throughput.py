@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -44,6 +45,11 @@ import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Runs are timed as users run them: writing bytecode. With PYTHONDONTWRITEBYTECODE (set
+# on this project's machines) pytest cannot keep the assertion-rewritten modules of a
+# plugin it loads (every module of this package), and parses and rewrites them all
+# again on every run: 1.8 s of CPU per run measured, which no user pays twice.
+RUN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 BENCHMARK = "bench"
 
 
@@ -162,12 +168,19 @@ def bare_command() -> list[str]:
 
 def timed(command: list[str], cwd: Path) -> float:
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=RUN_ENV)
     elapsed = time.perf_counter() - started
-    if done.returncode != 0:
+    if done.returncode != 0 and not _only_gates_failed(done.stdout):
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
         raise SystemExit(f"{' '.join(command[:4])}… failed ({done.returncode}):\n{tail}")
     return elapsed
+
+
+def _only_gates_failed(output: str) -> bool:
+    """A run whose only failures are gate items: a timed run is compared with the
+    baseline, and latency on a busy machine may well regress; the time still counts."""
+    failed = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return bool(failed) and all(line.split(" ")[1].endswith("::gate") for line in failed)
 
 
 def sequential(base_url: str, n: int) -> float:
@@ -192,7 +205,7 @@ def peak_rss_mb(command: list[str], cwd: Path) -> float:
     Sampled from /proc every 20 ms: a process's own peak (ru_maxrss) would miss that
     processes a run starts (a sympy helper for math scorers) add their memory to pytest's.
     """
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, env=RUN_ENV)
     peak = 0
     while process.poll() is None:
         peak = max(peak, _tree_rss_kb(process.pid))
@@ -237,6 +250,7 @@ def throughput(args: argparse.Namespace) -> None:
         # A first run records the baseline every timed run is then compared with.
         saving = expertbench_command(folder, suite, args.concurrency, cache="cache-0")
         timed([*saving, "--expert-bench-save-baseline"], folder)
+        timed(bare_command(), bare_dir)  # its bytecode too, as the plugin's first run wrote
         for run in range(1, args.repeat + 1):  # taking turns, so that a noisy spell hits both
             server.reset()
             command = expertbench_command(folder, suite, args.concurrency, cache=f"cache-{run}")
