@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_expertbench.config import Benchmark, TargetSpec
+from pytest_expertbench.streaming import STREAM_SCORES
 
 # Scores that measure the setup (server, load, machine) as much as the model.
-TIMING_SCORES = frozenset({"latency_ms", "tokens_per_s"})
+TIMING_SCORES = frozenset({"latency_ms", "tokens_per_s", *STREAM_SCORES})
 TIMING_UNITS = frozenset({"ms", "s", "tokens/s"})
 MEANING_DEFAULTS = {"repeats": 1}
 
@@ -40,8 +41,7 @@ def run_context(benchmark: Benchmark, target: TargetSpec, concurrency: int) -> d
     the latencies it recorded, so neither load nor machine is part of its context."""
     recorded = target.kind == "replay"
     scorers = [
-        {"kind": spec.kind, "name": spec.name, "options": dict(spec.options)}
-        for spec in benchmark.scorers
+        _scorer(spec.kind, spec.name, spec.options, spec.function) for spec in benchmark.scorers
     ]
     return {
         "generation": dict(benchmark.generation),
@@ -56,6 +56,16 @@ def run_context(benchmark: Benchmark, target: TargetSpec, concurrency: int) -> d
         "concurrency": None if recorded else target.concurrency or concurrency,
         "hardware": None if recorded else _hardware(),
     }
+
+
+def _scorer(kind: str, name: str, options: Mapping[str, Any], function: object) -> dict[str, Any]:
+    """What a scorer's scores depend on: its options, and the ``version`` its function
+    carries when its rule changed (same options, other scores: not comparable)."""
+    doc: dict[str, Any] = {"kind": kind, "name": name, "options": dict(options)}
+    version = getattr(function, "version", None)
+    if version is not None:
+        doc["version"] = version
+    return doc
 
 
 def _hardware() -> dict[str, Any]:

@@ -167,3 +167,38 @@ def test_names_with_dots_are_names_not_paths(project: Project) -> None:
     again = project.run("--expert-bench=quick", OUT)
     assert again.ret == 0
     assert project.metric(project.results(), "mini.accuracy.v2")["status"] == "ok"
+
+
+VERSIONED_SCORER = """
+from pytest_expertbench.records import Score
+
+
+def pytest_expertbench_register_scorers(register):
+    def factory(options, context):
+        def right(completion, example):
+            return Score(1.0)
+
+        right.version = {version}
+        return right
+
+    register("always_right", factory)
+"""
+
+
+def test_a_scorer_whose_rule_changed_is_not_compared(project: Project) -> None:
+    """Same name, same options, another ``version``: its scores mean something else."""
+    project.write(
+        "mini.yaml",
+        short_benchmark("mini", "  right: {of: always_right, direction: higher}\n").replace(
+            "scorers: [", "scorers: [always_right, "
+        ),
+    )
+    project.pytester.makeconftest(VERSIONED_SCORER.format(version=1))
+    assert project.run("--expert-bench=quick", SAVE, OUT).ret == 0
+    same = project.run("--expert-bench=quick", OUT)
+    assert project.metric(project.results(), "mini.right")["status"] == "ok", same.stdout.str()
+    project.pytester.makeconftest(VERSIONED_SCORER.format(version=2))
+    result = project.run("--expert-bench=quick", OUT)
+    assert result.ret == 0
+    assert project.metric(project.results(), "mini.right")["status"] == "not_compared"
+    result.stdout.fnmatch_lines(["*scorers changed: not comparable*"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pytest_expertbench.records import Completion, Example, Score
 from pytest_expertbench.scorers import ScoreFunction, ScorerContext, scorer
@@ -125,6 +125,10 @@ _QUOTED = re.compile(r"\"[^\"\n]*\"|\u201c[^\u201d\n]*\u201d")
 
 @dataclass(frozen=True)
 class _Refusal:
+    # 2: openings weighed (XSTest's list and more). A baseline scored by version 1 is
+    # not compared (comparability.py): the same options now give other scores.
+    version: ClassVar[int] = 2
+
     openings: re.Pattern[str] | None
     compliant: re.Pattern[str] | None
     phrases: re.Pattern[str] | None
