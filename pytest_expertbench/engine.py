@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 from collections import deque
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pytest_expertbench.adaptive import limit_for
 from pytest_expertbench.breaker import Breaker, NotAsked, threshold_for
 from pytest_expertbench.cache import ResponseCache
 from pytest_expertbench.cached_answers import CachedAnswers, CacheStats
@@ -44,7 +46,8 @@ _QUEUED, _RUNNING, _FINISHED, _RETURNED = "queued", "running", "finished", "retu
 
 @dataclass(frozen=True)
 class EngineSettings:
-    concurrency: int = 16
+    concurrency: int = 16  # the most requests in flight (with ``adaptive``, the ceiling)
+    adaptive: bool = False  # concurrency auto: find the number in flight (adaptive.py)
     timeout_s: float = 120.0
     max_retries: int = 4
     requests_per_minute: float | None = None
@@ -109,6 +112,7 @@ class Engine:
             RateLimiter(settings.requests_per_minute) if settings.requests_per_minute else None
         )
         self._breaker = Breaker(target.name, threshold_for(settings.concurrency))
+        self._limit = limit_for(settings.concurrency, settings.adaptive)
 
     # ------------------------------------------------------------------ caller's side
 
@@ -287,7 +291,7 @@ class Engine:
         assert self._loop is not None
         while True:
             with self._lock:
-                if self._closed or self._in_flight >= self.settings.concurrency:
+                if self._closed or not self._limit.may_start(self._in_flight):
                     return
                 request = self._next_request()
                 if request is None:
@@ -336,6 +340,7 @@ class Engine:
             if isinstance(outcome, Completion):
                 counters.add_usage(outcome)
             counters.last_finish = time.monotonic()
+            counters.concurrency_settled, counters.concurrency_peak = self._limit.figures()
             self._lock.notify_all()
         if listener is not None:
             listener(request, outcome)
@@ -400,6 +405,7 @@ class Engine:
             raise TargetError(one_line(f"{type(exc).__name__}: {exc}")) from None
         finally:
             self._clients.release(slot)
+            self._limit.heard(time.perf_counter() - started, sys.exc_info()[1])
         if not self._live:
             return completion
         return replace(completion, latency_ms=(time.perf_counter() - started) * 1000.0)

@@ -33,6 +33,10 @@ class BenchmarkStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     with_usage: int = 0
+    # concurrency auto (adaptive.py): the limit when its last request finished, and the
+    # highest it reached; 0 for a fixed concurrency.
+    concurrency_settled: int = 0
+    concurrency_peak: int = 0
 
 
 @dataclass
@@ -48,6 +52,8 @@ class BenchmarkCounters:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     with_usage: int = 0
+    concurrency_settled: int = 0
+    concurrency_peak: int = 0
     first_start: float | None = None
     last_finish: float | None = None
 
@@ -67,6 +73,8 @@ class BenchmarkCounters:
             self.prompt_tokens,
             self.completion_tokens,
             self.with_usage,
+            self.concurrency_settled,
+            self.concurrency_peak,
         )
 
     def add_usage(self, completion: Completion) -> None:
