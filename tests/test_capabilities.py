@@ -4,15 +4,17 @@ that cannot send them (naming the benchmark file, the key and the target)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_expertbench.config import TargetSpec
-from pytest_expertbench.records import Request
+from pytest_expertbench.records import Request, ToolCall
 from pytest_expertbench.targets import build_target
 from tests.helpers import Project
+from tests.support.fake_openai import FakeOpenAI
 
 TOOL = {
     "type": "function",
@@ -126,3 +128,51 @@ def test_the_same_benchmark_runs_against_a_target_that_sends_tools(
     project.targets({"local": {"kind": "python", "function": "expert:answer"}}, default="local")
     result = project.run("--expert-bench=quick", "-k", "tooled")
     result.assert_outcomes(passed=6, deselected=7, skipped=1)
+
+
+def _ask(target: Any, request: Request = REQUEST) -> Any:
+    from pytest_expertbench.transport import HttpModelClient
+
+    async def run() -> Any:
+        async with HttpModelClient(2) as client:
+            return await asyncio.wait_for(target.complete(request, client), 5.0)
+
+    return asyncio.run(run())
+
+
+def test_completions_sends_no_tools_to_a_real_server() -> None:
+    with FakeOpenAI() as server:
+        target = build_target(
+            _spec("openai", base_url=server.base_url, model="m", endpoint="completions")
+        )
+        _ask(target)
+        (received,) = server.received
+    assert received.path.endswith("/completions") and "tools" not in received.body
+    assert received.body["temperature"] == 0
+
+
+def test_an_http_target_sends_tools_and_reads_the_calls_back() -> None:
+    call = {"text": "", "tool_calls": [{"name": "f", "arguments": {"a": 1}}]}
+    with FakeOpenAI(answers={"hi": call}) as server:
+        body = {
+            "model": "m",
+            "messages": [{"role": "user", "content": "{prompt}"}],
+            "tools": "{tools}",
+            "max_tokens": "{generation}",
+        }
+        target = build_target(
+            _spec(
+                "http",
+                url=f"{server.base_url}/chat/completions",
+                body=body,
+                response_path="choices.0.message.content",
+                tool_calls_path="choices.0.message.tool_calls",
+            )
+        )
+        completion = _ask(target)
+        plain = _ask(target, Request(benchmark="b", example_id="2", prompt="other"))
+        received = server.received[0]
+    assert received.body["tools"] == [TOOL]
+    assert received.body["max_tokens"] == {"temperature": 0, "max_tokens": 8}
+    assert completion.tool_calls == (ToolCall("f", '{"a": 1}'),)
+    assert plain.tool_calls == () and plain.text == "ANSWER: other"

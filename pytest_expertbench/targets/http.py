@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_expertbench.config import TargetSpec
-from pytest_expertbench.records import Completion, Request, TargetError
-from pytest_expertbench.targets import ModelClient, Options, lookup
+from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
+from pytest_expertbench.targets import ModelClient, Options, lookup, tool_calls_in
 from pytest_expertbench.template import TemplateError, fields_of, render
 
-_OPTIONS = "url method headers body response_path api_key_env api_key_header"
+_OPTIONS = "url method headers body response_path tool_calls_path api_key_env api_key_header"
 _METHODS = ("POST", "PUT", "PATCH", "GET")
 DEFAULT_BODY: Mapping[str, Any] = {"prompt": "{prompt}"}
 REQUEST_VALUES = ("tools", "generation")  # placeholders for the request's JSON values
@@ -38,6 +38,9 @@ class HttpTarget:
     live: bool = True
     reads_fields: bool = True
     sends_tools: bool = False  # the body places {tools}
+    # Where the answer holds OpenAI-style tool calls (``choices.0.message.tool_calls``);
+    # absent or null there: no call.
+    tool_calls_path: str | None = None
 
     def identity(self) -> Mapping[str, Any]:
         return {
@@ -47,6 +50,7 @@ class HttpTarget:
             "body": self.body,
             "response_path": self.response_path,
             "headers": sorted(self.headers),
+            **({"tool_calls_path": self.tool_calls_path} if self.tool_calls_path else {}),
         }
 
     def payload(self, request: Request) -> Any:
@@ -83,7 +87,16 @@ class HttpTarget:
             text = str(value)
         else:
             text = json.dumps(value, ensure_ascii=False)
-        return Completion(text=text)
+        return Completion(text=text, tool_calls=self._tool_calls(data))
+
+    def _tool_calls(self, data: Any) -> tuple[ToolCall, ...]:
+        if self.tool_calls_path is None:
+            return ()
+        try:
+            raw = lookup(data, self.tool_calls_path)
+        except KeyError:
+            return ()  # answered in text: no call
+        return tool_calls_in(raw, self.url)
 
 
 def _render(template: Any, values: Mapping[str, Any]) -> Any:
@@ -139,4 +152,5 @@ def build(spec: TargetSpec) -> HttpTarget:
         headers=options.headers(),
         api_key_header=options.text("api_key_header") or "Authorization",
         api_key=options.secret("api_key_env"),
+        tool_calls_path=options.text("tool_calls_path"),
     )
