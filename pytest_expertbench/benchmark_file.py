@@ -33,8 +33,8 @@ from pytest_expertbench.scorers import (
     get_scorer,
     scorer_names,
 )
-from pytest_expertbench.template import TemplateError
 from pytest_expertbench.streaming import STREAM_SCORES
+from pytest_expertbench.template import TemplateError
 from pytest_expertbench.thresholds import parse_alpha, parse_threshold
 from pytest_expertbench.yaml_reader import MISSING, YamlReader, read_yaml
 

@@ -337,9 +337,18 @@ def _encode(completion: Completion) -> str:
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
             "attempts": completion.attempts,
+            **_stream_timing(completion),
         },
         ensure_ascii=False,
     )
+
+
+def _stream_timing(completion: Completion) -> dict[str, Any]:
+    """A streamed answer's timing, kept with it as its latency is (absent otherwise)."""
+    if completion.ttft_ms is None:
+        return {}
+    timing = {"ttft_ms": completion.ttft_ms, "itl_ms": list(completion.itl_ms)}
+    return timing | ({"tpot_ms": completion.tpot_ms} if completion.tpot_ms is not None else {})
 
 
 def _decode(raw: str, file: Path) -> Completion:
@@ -353,6 +362,9 @@ def _decode(raw: str, file: Path) -> Completion:
             completion_tokens=data["completion_tokens"],
             cached=True,
             attempts=int(data["attempts"]),
+            ttft_ms=data.get("ttft_ms"),  # streamed answers only
+            tpot_ms=data.get("tpot_ms"),
+            itl_ms=tuple(data.get("itl_ms", ())),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise CacheError(

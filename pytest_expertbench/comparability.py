@@ -36,7 +36,7 @@ class Differences:
     setup: str | None = None
 
 
-def run_context(benchmark: Benchmark, target: TargetSpec, concurrency: int) -> dict[str, Any]:
+def run_context(benchmark: Benchmark, target: TargetSpec, concurrency: int | str) -> dict[str, Any]:
     """The facts behind this run's numbers, as plain JSON. A recording (``replay``) keeps
     the latencies it recorded, so neither load nor machine is part of its context."""
     recorded = target.kind == "replay"

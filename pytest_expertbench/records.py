@@ -75,6 +75,11 @@ class Completion:
     # What the server says it is (OpenAI's ``system_fingerprint``): a stored answer whose
     # fingerprint differs from the one the server reports now is not served from the cache.
     server_fingerprint: str | None = None
+    # A streamed answer's timing (streaming.py): milliseconds from sending the request to
+    # the first output token, mean per output token after it, and each gap between chunks.
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    itl_ms: tuple[float, ...] = ()
 
 
 def one_line(text: str, limit: int = 200) -> str:

@@ -48,6 +48,7 @@ from pytest_expertbench.report import BenchmarkResult
 from pytest_expertbench.saving import SaveMode
 from pytest_expertbench.scorers import Asker, ScoringError
 from pytest_expertbench.snapshots import current_git_sha, environment_info, make_snapshot
+from pytest_expertbench.streaming import stream_scores
 
 CacheMode = Literal["resume", "reuse", "refresh", "off"]
 
@@ -69,7 +70,8 @@ class Settings:
     alpha: float = 0.05
     coverage: float = 0.9  # a metric over fewer than this share of the examples run fails
     report_dir: Path = Path("reports/expertbench")
-    concurrency: int = 16
+    concurrency: int = 16  # the most in flight per process (with adaptive: the ceiling)
+    adaptive: bool = False  # --expert-bench-concurrency=auto (adaptive.py)
     limit: int | None = None
     seed: int = 0
     cache: CacheMode = "resume"
@@ -253,6 +255,7 @@ def _scores_of(
     if completion.completion_tokens and completion.latency_ms > 0:
         scores["tokens_per_s"] = completion.completion_tokens / (completion.latency_ms / 1000)
     scores.update(usage_scores(completion, price))
+    scores.update(stream_scores(completion))  # a streamed answer's ttft, tpot, itl
     details: dict[str, str] = {}
     for i, spec in enumerate(benchmark.scorers):
         try:

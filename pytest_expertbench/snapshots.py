@@ -25,12 +25,16 @@ from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.datasets import fingerprint
 from pytest_expertbench.metrics import aggregate
 from pytest_expertbench.records import ExampleResult, MetricResult
+from pytest_expertbench.streaming import STREAM_SCORES
 
 if TYPE_CHECKING:
     from pytest_expertbench.run import Plan, PlannedBenchmark
 
-# Only where the server reports usage (cost_usd: and the target has a price).
-OPTIONAL_SCORES = frozenset({"tokens_per_s", "prompt_tokens", "completion_tokens", "cost_usd"})
+# Only where the server reports usage (cost_usd: and the target has a price), and the
+# streamed timing only where the target streams.
+OPTIONAL_SCORES = frozenset(
+    {"tokens_per_s", "prompt_tokens", "completion_tokens", "cost_usd", *STREAM_SCORES}
+)
 
 
 def make_snapshot(
@@ -78,7 +82,9 @@ def make_snapshot(
             for m in bench.metrics
             if m.gate is not None or m.alpha is not None or m.across_setups
         },
-        context=run_context(bench, plan.target, plan.settings.concurrency),
+        context=run_context(
+            bench, plan.target, "auto" if plan.settings.adaptive else plan.settings.concurrency
+        ),
     )
 
 

@@ -103,9 +103,8 @@ class HttpModelClient:
                 if response.status_code >= 400:
                     await response.aread()
                     raise _status_error(url, response)
-                async for line in response.aiter_lines():
-                    if line:
-                        yield line
+                async for line in _lines(response):
+                    yield line
             finally:
                 await response.aclose()
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeEncodeError) as exc:
@@ -146,6 +145,19 @@ class HttpModelClient:
                     f"cannot ask {url}: the proxy from the environment: {_no_password(exc)}"
                 ) from None
         return self._client
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The body's non-empty lines (LF or CRLF), split from the decoded bytes as they come
+    (one layer fewer than httpx's ``aiter_lines``, which decodes text chunk by chunk)."""
+    rest = b""
+    async for chunk in response.aiter_bytes():
+        *lines, rest = (rest + chunk).split(b"\n")
+        for line in lines:
+            if line := line.rstrip(b"\r"):
+                yield line.decode("utf-8", "replace")
+    if rest := rest.rstrip(b"\r"):
+        yield rest.decode("utf-8", "replace")
 
 
 def _raise_failure(url: str, exc: Exception, headers: Mapping[str, str] | None) -> NoReturn:

@@ -125,6 +125,12 @@ class Options:
         assert value is not None
         return value
 
+    def flag(self, key: str) -> bool:
+        value = self.spec.options.get(key, False)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {value!r}")
+        return value
+
     def mapping(self, key: str) -> dict[str, Any]:
         value = self.spec.options.get(key)
         if value is None:

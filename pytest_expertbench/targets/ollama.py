@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
 from pytest_expertbench.replicas import ReplicaSet, replica_urls
+from pytest_expertbench.streaming import TokenClock
 from pytest_expertbench.targets import ModelClient, Options, token_count, tool_calls_in
+from pytest_expertbench.targets.streams import ndjson_objects
 
 DEFAULT_BASE_URL = "http://localhost:11434"
-_OPTIONS = "base_url model endpoint headers options keep_alive"
+_OPTIONS = "base_url model endpoint headers options keep_alive stream"
 # OpenAI-style generation names → Ollama option names; every other key passes unchanged.
 _RENAMES = {"max_tokens": "num_predict"}
 
@@ -29,6 +31,7 @@ class OllamaTarget:
     headers: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     keep_alive: str | None = None
+    stream: bool = False  # read NDJSON, timing each chunk (streaming.py)
     live: bool = True
     # Every replica's URL; None only until __post_init__ (a set of base_url alone).
     replicas: ReplicaSet | None = field(default=None, compare=False, repr=False)
@@ -52,6 +55,7 @@ class OllamaTarget:
             "endpoint": self.endpoint,
             "options": dict(self.options),
             "headers": sorted(self.headers),
+            **({"stream": True} if self.stream else {}),  # streamed answers carry timing
         }
 
     @property
@@ -62,7 +66,7 @@ class OllamaTarget:
     def payload(self, request: Request) -> dict[str, Any]:
         options = {_RENAMES.get(k, k): v for k, v in request.generation.items()}
         options.update(self.options)
-        payload: dict[str, Any] = {"model": self.model, "stream": False, "options": options}
+        payload: dict[str, Any] = {"model": self.model, "stream": self.stream, "options": options}
         if self.endpoint == "chat":
             messages = [{"role": "system", "content": request.system}] if request.system else []
             messages.append({"role": "user", "content": request.prompt})
@@ -84,9 +88,43 @@ class OllamaTarget:
             url = self.url_at(base_url)
             return await client.request_json(url, payload, headers=self.headers), url
 
+        async def read(base_url: str) -> Completion:
+            url = self.url_at(base_url)
+            lines = client.stream_lines(url, payload, headers=self.headers)
+            return await self.read_stream(lines, url)
+
         assert self.replicas is not None
+        if self.stream:
+            return await self.replicas.call(request.benchmark, read, client)
         data, url = await self.replicas.call(request.benchmark, send, client)
         return self.parse(data, url)
+
+    async def read_stream(self, lines: AsyncIterator[str], url: str) -> Completion:
+        """The answer assembled from its NDJSON messages, timed chunk by chunk."""
+        clock = TokenClock()  # started before the first line is asked for: the request's send
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        last: Mapping[str, Any] = {}
+        async for last in ndjson_objects(lines, url):
+            if self.endpoint == "chat":
+                message = last.get("message")
+                message = message if isinstance(message, Mapping) else {}
+                piece = message.get("content")
+                found = tool_calls_in(message.get("tool_calls"), url)  # whole, not in pieces
+            else:
+                piece, found = last.get("response"), ()
+            piece = piece if isinstance(piece, str) else ""
+            if piece or found:
+                clock.tick()
+                text.append(piece)
+                calls.extend(found)
+        completion = Completion(
+            text="".join(text),
+            tool_calls=tuple(calls),
+            prompt_tokens=token_count(last.get("prompt_eval_count")),
+            completion_tokens=token_count(last.get("eval_count")),
+        )
+        return clock.timed(completion)
 
     def parse(self, data: Any, url: str | None = None) -> Completion:
         """The completion in ``data``, the answer from ``url`` (default: the first replica's)."""
@@ -127,4 +165,5 @@ def build(spec: TargetSpec) -> OllamaTarget:
         headers=options.headers(),
         options=options.mapping("options"),
         keep_alive=options.text("keep_alive"),
+        stream=options.flag("stream"),
     )

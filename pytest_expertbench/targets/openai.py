@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError
 from pytest_expertbench.replicas import ReplicaSet, replica_urls
+from pytest_expertbench.streaming import TokenClock
 from pytest_expertbench.targets import ModelClient, Options, token_count, tool_calls_in
+from pytest_expertbench.targets.streams import ToolCallDeltas, sse_events
 
-_OPTIONS = "base_url model endpoint api_key_env headers extra_body"
+_OPTIONS = "base_url model endpoint api_key_env headers extra_body stream"
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class OpenAITarget:
     headers: Mapping[str, str] = field(default_factory=dict)
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     api_key: str | None = field(default=None, repr=False)
+    stream: bool = False  # read server-sent events, timing each chunk (streaming.py)
     live: bool = True
     # Every replica's URL; None only until __post_init__ (a set of base_url alone).
     replicas: ReplicaSet | None = field(default=None, compare=False, repr=False)
@@ -51,6 +54,7 @@ class OpenAITarget:
             "endpoint": self.endpoint,
             "extra_body": dict(self.extra_body),
             "headers": sorted(self.headers),
+            **({"stream": True} if self.stream else {}),  # streamed answers carry timing
         }
 
     @property
@@ -72,6 +76,9 @@ class OpenAITarget:
             payload["tools"] = [dict(tool) for tool in request.tools]
         payload.update(request.generation)
         payload.update(self.extra_body)  # the target's own settings win over a benchmark's
+        if self.stream:
+            payload["stream"] = True
+            payload["stream_options"] = {"include_usage": True}
         return payload
 
     async def complete(self, request: Request, client: ModelClient) -> Completion:
@@ -84,9 +91,57 @@ class OpenAITarget:
             url = self.url_at(base_url)
             return await client.request_json(url, payload, headers=headers), url
 
+        async def read(base_url: str) -> Completion:
+            url = self.url_at(base_url)
+            return await self.read_stream(client.stream_lines(url, payload, headers=headers), url)
+
         assert self.replicas is not None
+        if self.stream:
+            return await self.replicas.call(request.benchmark, read, client)
         data, url = await self.replicas.call(request.benchmark, send, client)
         return self.parse(data, url)
+
+    async def read_stream(self, lines: AsyncIterator[str], url: str) -> Completion:
+        """The answer assembled from its server-sent events, timed chunk by chunk."""
+        clock = TokenClock()  # started before the first line is asked for: the request's send
+        text: list[str] = []
+        calls = ToolCallDeltas()
+        usage: Mapping[str, Any] = {}
+        fingerprint = None
+        async for event in sse_events(lines, url):
+            if isinstance(event.get("usage"), Mapping):
+                usage = event["usage"]
+            if isinstance(event.get("system_fingerprint"), str) and event["system_fingerprint"]:
+                fingerprint = event["system_fingerprint"]
+            choices = event.get("choices")
+            if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+                continue  # the usage event has no choices
+            piece, had_calls = self._delta(choices[0], calls, url)
+            if piece or had_calls:
+                clock.tick()
+                text.append(piece)
+        completion = Completion(
+            text="".join(text),
+            tool_calls=calls.calls(url),
+            prompt_tokens=token_count(usage.get("prompt_tokens")),
+            completion_tokens=token_count(usage.get("completion_tokens")),
+            server_fingerprint=fingerprint,
+        )
+        return clock.timed(completion)
+
+    def _delta(
+        self, choice: Mapping[str, Any], calls: ToolCallDeltas, url: str
+    ) -> tuple[str, bool]:
+        """A chunk's text, and whether it carried tool-call deltas."""
+        if self.endpoint != "chat":
+            piece = choice.get("text")
+            return (piece if isinstance(piece, str) else ""), False
+        delta = choice.get("delta")
+        if not isinstance(delta, Mapping):
+            return "", False
+        piece = delta.get("content")
+        had_calls = calls.add(delta.get("tool_calls"), url)
+        return (piece if isinstance(piece, str) else ""), had_calls
 
     def parse(self, data: Any, url: str | None = None) -> Completion:
         """The completion in ``data``, the answer from ``url`` (default: the first replica's)."""
@@ -130,4 +185,5 @@ def build(spec: TargetSpec) -> OpenAITarget:
         headers=options.headers(),
         extra_body=options.mapping("extra_body"),
         api_key=options.secret("api_key_env"),
+        stream=options.flag("stream"),
     )

@@ -29,6 +29,12 @@ body that is not JSON), ``"empty"`` (200 with no choices), ``"null"`` (200 with 
 message whose ``content`` is null, and no tool calls), ``"401-key"`` (401 quoting the
 credential received, as OpenAI's "Incorrect API key provided: sk-…" does).
 
+Streaming (``"stream": true`` in the body, tests/support/fake_streams.py): the answer
+comes as server-sent events on the OpenAI routes and as NDJSON on Ollama's, one word a
+chunk, ``first_token_s`` (``--first-token-s``) after the usual latency and ``token_s``
+(``--token-s``) between chunks. Stream faults: ``"cut"`` (the connection closes after
+the first chunk) and ``"bad-event"`` (the second event is not JSON, then the cut).
+
 A careless server, for tests of secret scrubbing: with ``echo_key`` (``--echo-key``)
 every answer ends with the credentials it received (``Authorization``, ``X-Api-Key``)
 and each request's credentials are printed on stdout (the managed server's log).
@@ -54,6 +60,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support import fake_streams
+
 Answer = str | Mapping[str, Any]
 
 
@@ -71,6 +79,8 @@ class FakeOpenAI:
         self,
         *,
         latency_s: float = 0.0,
+        first_token_s: float = 0.0,
+        token_s: float = 0.0,
         capacity: int = 64,
         answers: Mapping[str, Answer] | None = None,
         port: int = 0,
@@ -82,6 +92,8 @@ class FakeOpenAI:
         echo_key: bool = False,
     ) -> None:
         self.latency_s = latency_s
+        self.first_token_s = first_token_s  # a streamed answer: before its first chunk
+        self.token_s = token_s  # and between chunks
         self.echo_key = echo_key
         self.system_fingerprint = system_fingerprint  # sent with OpenAI answers when set
         self.answers: dict[str, Answer] = dict(answers or {})
@@ -214,6 +226,10 @@ class FakeOpenAI:
             if self.latency_s > 0:
                 self._stopping.wait(self.latency_s)
 
+    def pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
     def hang(self) -> None:
         self._stopping.wait(600)
 
@@ -302,12 +318,38 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if fault is None or not self._fault(fault):
                 self.fake.work()
-                self._send(200, self._echoed(route(self.fake, body, prompt)))
+                answer = self._echoed(route(self.fake, body, prompt))
+                if isinstance(body, dict) and body.get("stream") is True:
+                    self._stream(answer, body, fault)
+                else:
+                    self._send(200, answer)
         finally:
             self.fake.end()
 
+    def _stream(self, answer: dict[str, Any], body: dict[str, Any], fault: str | None) -> None:
+        """Send ``answer`` as its events, chunked, paced by ``first_token_s`` and ``token_s``."""
+        self.send_response(200)
+        kind = "text/event-stream" if self.path.startswith("/v1/") else "application/x-ndjson"
+        self.send_header("Content-Type", kind)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.fake.pause(self.fake.first_token_s)
+        for number, event in enumerate(fake_streams.events(self.path, answer, body)):
+            if number > 0:
+                self.fake.pause(self.fake.token_s)
+            if number == 1 and fault == "bad-event":
+                event = fake_streams.bad_event(self.path)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+            if number == 1 and fault in fake_streams.STREAM_FAULTS:
+                self.close_connection = True  # no terminating chunk: cut mid-answer
+                return
+        self.wfile.write(b"0\r\n\r\n")
+
     def _fault(self, fault: str) -> bool:
         """Act out a fault; False when it was not one (the request is answered normally)."""
+        if fault in fake_streams.STREAM_FAULTS:
+            return False  # acted out by _stream
         if fault in ("drop", "timeout"):
             if fault == "timeout":
                 self.fake.hang()
@@ -487,6 +529,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument(
+        "--first-token-s", type=float, default=0.0, help="streamed: seconds to the first chunk"
+    )
+    parser.add_argument(
+        "--token-s", type=float, default=0.0, help="streamed: seconds between chunks"
+    )
     parser.add_argument("--capacity", type=int, default=64, help="requests served at once")
     parser.add_argument("--answers", help="a JSON file mapping prompt -> answer")
     parser.add_argument(
@@ -507,6 +555,8 @@ def main(argv: list[str] | None = None) -> None:
             answers = json.load(handle)
     fake = FakeOpenAI(
         latency_s=args.latency,
+        first_token_s=args.first_token_s,
+        token_s=args.token_s,
         capacity=args.capacity,
         answers=answers,
         port=args.port,
