@@ -18,6 +18,9 @@ from pytest_expertbench.records import Direction, Threshold, repeat_aggregation
 from pytest_expertbench.scorers import ScoreFunction, filled_fields
 from pytest_expertbench.template import fields_of
 
+# The most requests concurrency auto keeps in flight, unless a target's max_concurrency says.
+DEFAULT_MAX_CONCURRENCY = 256
+
 
 class ConfigError(ExpertBenchError):
     """A benchmark or targets file that cannot be used; the message says where and why."""
@@ -209,7 +212,7 @@ class TargetSpec:
     kind: str
     options: Mapping[str, Any]
     source: Path
-    concurrency: int | None = None
+    concurrency: int | Literal["auto"] | None = None  # "auto": adaptive.py finds it
     timeout_s: float = 120.0
     max_retries: int = 4
     requests_per_minute: float | None = None
@@ -222,6 +225,7 @@ class TargetSpec:
     written_options: Mapping[str, Any] | None = None
     max_retry_after_s: float = 60.0  # a longer Retry-After fails the request at once
     price: Price | None = None  # gives the cost_usd score and the summary's cost
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # the ceiling of concurrency auto
 
 
 @dataclass(frozen=True)

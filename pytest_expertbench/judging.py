@@ -183,9 +183,21 @@ class TargetPool:
         return identity
 
     def _settings_for(self, spec: TargetSpec) -> EngineSettings:
+        """The run's settings with the target's own; ``concurrency: auto`` (the target's, or
+        the run's for a target without its own) goes up to the target's max_concurrency."""
+        adaptive = spec.concurrency == "auto" or (
+            spec.concurrency is None and self._settings.adaptive
+        )
+        if adaptive:
+            concurrency = spec.max_concurrency
+        elif isinstance(spec.concurrency, int):
+            concurrency = spec.concurrency
+        else:
+            concurrency = self._settings.concurrency
         return replace(
             self._settings,
-            concurrency=spec.concurrency or self._settings.concurrency,
+            concurrency=concurrency,
+            adaptive=adaptive,
             timeout_s=spec.timeout_s,
             max_retries=spec.max_retries,
             max_retry_after_s=spec.max_retry_after_s,

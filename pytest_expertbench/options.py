@@ -69,7 +69,12 @@ OPTIONS = (
     _Option(
         "report-dir", "where results.jsonl and summary.md go [reports/expertbench/<run-id>]", "path"
     ),
-    _Option("concurrency", "model requests in flight per process [16]", "int", "N"),
+    _Option(
+        "concurrency",
+        "model requests in flight per process, or auto: found while the run goes [16]",
+        "int-or-auto",
+        "N|auto",
+    ),
     _Option("limit", "at most N examples per benchmark", "int", "N"),
     _Option("seed", "sampling and bootstrap seed [0]", "int", "N"),
     _Option(
@@ -102,7 +107,9 @@ def option_value(config: pytest.Config, name: str) -> Any:
     if option.kind == "path":
         base = config.invocation_params.dir if from_cli else _ini_dir(config)
         return (base / str(value)).resolve()
-    if option.kind == "int":
+    if option.kind == "int-or-auto" and str(value).strip().lower() == "auto":
+        return "auto"
+    if option.kind in ("int", "int-or-auto"):
         try:
             number = int(value)
         except ValueError:
@@ -132,7 +139,7 @@ def _ini_dir(config: pytest.Config) -> Path:
 
 
 def settings_from(config: pytest.Config, suites: str) -> Settings:
-    from pytest_expertbench.config import ConfigError
+    from pytest_expertbench.config import DEFAULT_MAX_CONCURRENCY, ConfigError
     from pytest_expertbench.gate import GATE_MODES
     from pytest_expertbench.run import CacheMode, Settings, run_id
     from pytest_expertbench.thresholds import parse_threshold
@@ -160,6 +167,7 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
             f"--expert-bench-gate: expected threshold, significant or both, got {gate!r}"
         )
     baseline_dir = option_value(config, "baseline-dir")
+    concurrency = option_value(config, "concurrency")
     return Settings(
         suites=tuple(s.strip() for s in suites.split(",") if s.strip()),
         bench_dir=bench_dir,
@@ -175,7 +183,8 @@ def settings_from(config: pytest.Config, suites: str) -> Settings:
         coverage=_fraction_option(config, "coverage", 0.9, inclusive=True),
         report_dir=option_value(config, "report-dir")
         or root / "reports" / "expertbench" / this_run,
-        concurrency=option_value(config, "concurrency") or 16,
+        concurrency=DEFAULT_MAX_CONCURRENCY if concurrency == "auto" else concurrency or 16,
+        adaptive=concurrency == "auto",
         limit=option_value(config, "limit"),
         seed=option_value(config, "seed") or 0,
         repeats=option_value(config, "repeats") or 1,  # a benchmark's own repeats win

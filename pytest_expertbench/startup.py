@@ -44,7 +44,10 @@ def prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
 
     run: ProcessRun
     pool = TargetPool(
-        targets, build, EngineSettings(concurrency=settings.concurrency), lambda: run.open_cache()
+        targets,
+        build,
+        EngineSettings(concurrency=settings.concurrency, adaptive=settings.adaptive),
+        lambda: run.open_cache(),
     )
     try:
         plan = make_plan(settings, targets, with_baselines=is_controller(config), asker=pool)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_expertbench.records import ExampleResult, ToolCall
+from pytest_expertbench.replicas import ReplicaSet
 from pytest_expertbench.request_stats import JUDGE_TOKENS
 
 if TYPE_CHECKING:
@@ -64,6 +65,10 @@ class ProcessRun:
         engine = self.pool.built(self.plan.target.name)
         for name, cached in (engine.cache_stats() if engine is not None else {}).items():
             stats.get(name, {}).update(cached.counts())  # cached_from:<run id>, … (engine.py)
+        replicas = getattr(engine.target, "replicas", None) if engine is not None else None
+        if isinstance(replicas, ReplicaSet) and len(replicas.urls) > 1:
+            for name, counts in replicas.counts().items():
+                stats.get(name, {}).update(counts)  # replica:<url>, … (replicas.py)
         for name, judges in self.pool.usage().items():
             for judge, (prompt, completion, answers) in judges.items():
                 stats.get(name, {}).update(

@@ -14,8 +14,11 @@ from pytest_expertbench.baseline import DatasetInfo
 from pytest_expertbench.config import Price
 from pytest_expertbench.gate import MetricComparison, Verdict, counts
 from pytest_expertbench.records import Threshold
+from pytest_expertbench.replicas import REPLICA_COUNT, REPLICA_REFUSED
 from pytest_expertbench.report import BenchmarkResult
 from pytest_expertbench.request_stats import JUDGE_TOKENS
+
+REPLICA_KEYS = (REPLICA_COUNT, REPLICA_REFUSED)
 
 FLIPS_SHOWN = 20
 HEADER = ["metric", "baseline", "current", "change", "threshold", "p", "detects", "status"]
@@ -306,7 +309,8 @@ def request_line(
 ) -> str:
     """One benchmark's request counts; ``stopped``: why the engine stopped asking, said once
     here rather than on every item it refused. ``rate=False`` leaves out the requests per
-    second, which differ from run to run (summary.md says the same for the same answers)."""
+    second, the replicas' shares and where concurrency auto settled, which differ from run
+    to run (summary.md says the same for the same answers)."""
     speed = _rate(counts) if rate else ""
     line = (
         f"requests {benchmark}: {counts['asked']:.0f} asked, {counts['done']:.0f} answered, "
@@ -318,9 +322,35 @@ def request_line(
             f", {counts['cache_stale']:.0f} stored answers not served "
             "(the server reports another system_fingerprint)"
         )
+    if rate:  # like the rate, how requests spread and where auto settled vary run to run
+        line += replica_part(counts) + concurrency_part(counts)
     if stopped:
         line += f"; {counts.get('not_asked', 0.0):.0f} not asked, stopped asking: {stopped}"
     return line
+
+
+def replica_part(counts: Mapping[str, float]) -> str:
+    """``; replicas: http://a/v1 660, http://b/v1 0 (refused 3)`` for a target with a
+    list of base URLs (replicas.py); "" for one URL."""
+    urls = sorted({name.split(":", 1)[1] for name in counts if name.startswith(REPLICA_KEYS)})
+    if not urls:
+        return ""
+    said = []
+    for url in urls:
+        text = f"{url} {counts.get(REPLICA_COUNT + url, 0.0):.0f}"
+        refused = counts.get(REPLICA_REFUSED + url, 0.0)
+        said.append(text + (f" (refused {refused:.0f})" if refused else ""))
+    return "; replicas: " + ", ".join(said)
+
+
+def concurrency_part(counts: Mapping[str, float]) -> str:
+    """``; concurrency auto: settled at 31 (peak 36)`` (adaptive.py; summed over xdist
+    workers, each of which finds its own); "" for a fixed concurrency."""
+    settled = counts.get("concurrency_settled", 0.0)
+    if not settled:
+        return ""
+    peak = counts.get("concurrency_peak", 0.0)
+    return f"; concurrency auto: settled at {settled:.0f} (peak {peak:.0f})"
 
 
 def cache_sources(counts: dict[str, float], this_run: str = "") -> str:

@@ -8,8 +8,10 @@ target's keys are its kind's own options, checked when the target is built.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pytest_expertbench.config import (
+    DEFAULT_MAX_CONCURRENCY,
     ConfigError,
     Price,
     ServerSpec,
@@ -37,12 +39,15 @@ def load_targets(path: Path) -> TargetsFile:
 def _target(reader: YamlReader, name: str) -> TargetSpec:
     kind = reader.text("kind")
     common = "kind concurrency timeout_s max_retries max_retry_after_s requests_per_minute server"
-    common += " revision price"
+    common += " revision price max_concurrency"
     options = {k: v for k, v in reader.doc.items() if k not in common.split()}
     for key in ("path",):
         if isinstance(options.get(key), str):
             options[key] = str((reader.path.parent / options[key]).resolve())
-    concurrency = reader.whole("concurrency", default=None)
+    concurrency = _concurrency(reader)
+    max_concurrency = reader.whole("max_concurrency", default=DEFAULT_MAX_CONCURRENCY)
+    if max_concurrency < 1:
+        raise ConfigError(reader.path, reader.key("max_concurrency"), "expected 1 or more")
     return TargetSpec(
         name=name,
         kind=kind,
@@ -56,7 +61,18 @@ def _target(reader: YamlReader, name: str) -> TargetSpec:
         revision=reader.text("revision", default=None),
         max_retry_after_s=reader.number("max_retry_after_s", default=60.0),
         price=_price(reader.child("price")) if reader.has("price") else None,
+        max_concurrency=max_concurrency,
     )
+
+
+def _concurrency(reader: YamlReader) -> int | Literal["auto"] | None:
+    """``concurrency``: a number of requests in flight (1 or more), or ``auto``."""
+    if reader.doc.get("concurrency") == "auto":
+        return "auto"
+    number: int | None = reader.whole("concurrency", default=None)
+    if number is not None and number < 1:
+        raise ConfigError(reader.path, reader.key("concurrency"), "expected 1 or more, or auto")
+    return number
 
 
 def _price(reader: YamlReader) -> Price:
