@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 
 from pytest_expertbench.adaptive import AdaptiveLimit, FixedLimit, limit_for
 from pytest_expertbench.records import TargetError
+from tests.helpers import Project, write_jsonl
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.simulated_server import Clock, Simulation
 
 
@@ -81,3 +86,105 @@ def test_a_fixed_limit_is_the_number() -> None:
     assert [fixed.may_start(n) for n in range(5)] == [True, True, True, False, False]
     assert fixed.figures() == (0, 0)
     assert isinstance(limit_for(3, adaptive=True), AdaptiveLimit)
+
+
+# ---------------------------------------------------------------------------- runs
+
+MANY = """\
+name: many
+dataset: {file: data/many.jsonl, id: id}
+suites: {quick: all}
+prompt: "{question}"
+generation: {temperature: 0}
+scorers: [{numeric_match: {target: "{answer}"}}]
+metrics:
+  accuracy: {of: numeric_match, direction: higher}
+"""
+OUT = "--expert-bench-report-dir=reports/out"
+SETTLED = re.compile(r"concurrency auto: settled at (\d+) \(peak (\d+)\)")
+
+
+def many_examples(project: Project, n: int) -> None:
+    rows = [{"id": f"q{i}", "question": f"question {i}", "answer": str(i)} for i in range(n)]
+    write_jsonl(project.bench_dir / "data" / "many.jsonl", rows)
+    project.write("many.yaml", MANY)
+    (project.bench_dir / "mini.yaml").unlink()
+
+
+def settled_and_peak(output: str) -> tuple[int, int]:
+    line = next(line for line in output.splitlines() if line.startswith("requests many:"))
+    found = SETTLED.search(line)
+    assert found is not None, line
+    return int(found.group(1)), int(found.group(2))
+
+
+def live_target(url: str, **keys: Any) -> dict[str, Any]:
+    return {"live": {"kind": "openai", "base_url": url, "model": "m", **keys}}
+
+
+def test_auto_raises_the_concurrency_a_server_takes(project: Project) -> None:
+    # 64 answers a second at most: slow enough for a loaded test machine to keep up.
+    many_examples(project, 200)
+    with FakeOpenAI(latency_s=0.25, capacity=16) as server:
+        project.targets(live_target(server.base_url, concurrency="auto"), "live")
+        result = project.run("--expert-bench=quick", OUT)
+        most = server.max_concurrent
+    result.assert_outcomes(passed=200, skipped=1)
+    settled, peak = settled_and_peak(result.stdout.str())
+    assert 12 <= settled <= 32 and peak >= 16
+    assert most >= 16  # twice the start of 8 reached the server at once
+
+
+def test_auto_from_the_command_line_stops_at_max_concurrency(project: Project) -> None:
+    many_examples(project, 100)
+    with FakeOpenAI(latency_s=0.02) as server:
+        project.targets(live_target(server.base_url, max_concurrency=12), "live")
+        result = project.run("--expert-bench=quick", "--expert-bench-concurrency=auto", OUT)
+        most = server.max_concurrent
+    result.assert_outcomes(passed=100, skipped=1)
+    assert settled_and_peak(result.stdout.str()) == (12, 12)
+    assert most == 12
+
+
+def test_auto_backs_off_on_429_and_503(project: Project) -> None:
+    many_examples(project, 40)
+    with FakeOpenAI(latency_s=0.02) as server:
+        server.script(match="question", faults=["429", "503"] * 8)
+        project.targets(live_target(server.base_url, concurrency="auto"), "live")
+        result = project.run("--expert-bench=quick", OUT)
+    result.assert_outcomes(passed=40, skipped=1)
+    settled, peak = settled_and_peak(result.stdout.str())
+    assert peak == 8 and settled < 8
+
+
+def test_a_fixed_concurrency_says_nothing_of_auto(project: Project) -> None:
+    many_examples(project, 10)
+    with FakeOpenAI() as server:
+        project.targets(live_target(server.base_url, concurrency=4), "live")
+        result = project.run("--expert-bench=quick", "--expert-bench-concurrency=auto", OUT)
+    result.assert_outcomes(passed=10, skipped=1)  # the target's own number wins
+    assert "concurrency auto" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("keys", "key", "message"),
+    [
+        ({"concurrency": "fast"}, "targets.live.concurrency", "whole number"),
+        ({"concurrency": 0}, "targets.live.concurrency", "1 or more, or auto"),
+        ({"max_concurrency": 0}, "targets.live.max_concurrency", "1 or more"),
+    ],
+)
+def test_a_bad_concurrency_names_the_file_and_key(
+    project: Project, keys: dict[str, Any], key: str, message: str
+) -> None:
+    project.targets(live_target("http://127.0.0.1:9/v1", **keys), "live")
+    result = project.run("--expert-bench=quick", OUT)
+    assert result.ret != 0
+    text = result.stdout.str() + result.stderr.str()
+    assert f"targets.yaml: {key}:" in text and message in text
+
+
+def test_a_bad_concurrency_option_is_a_usage_error(project: Project) -> None:
+    result = project.run("--expert-bench=quick", "--expert-bench-concurrency=fast", OUT)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--expert-bench-concurrency: expected a whole number" in result.stderr.str()
