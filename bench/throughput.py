@@ -19,6 +19,9 @@ seq/wall (the speed-up over a sequential loop) and wall/bare.
     python bench/throughput.py --n 1319 --latency 0.2 --skip-sequential
     python bench/throughput.py --latency 0 --skip-sequential --repeat 5   # a noisy machine
     python bench/throughput.py --n 400 --judge --skip-sequential   # model + judge per example
+    python bench/throughput.py --replicas 2 --capacity 16 --concurrency auto --skip-sequential
+                             # two servers as one target's base_url list, concurrency auto:
+                             # the limit is then N x latency / (replicas x capacity)
     python bench/throughput.py --memory 20000     # peak RSS of a 20 000-item run, latency 0
                                                   # (pytest and its children, summed)
 
@@ -37,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,12 +86,29 @@ def fake_server(latency: float, capacity: int) -> Iterator[Server]:
         process.wait(timeout=10)
 
 
+@contextmanager
+def fake_servers(latency: float, capacity: int, replicas: int) -> Iterator[list[Server]]:
+    """``replicas`` fake servers of ``capacity`` slots each (one target's base_url list)."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(fake_server(latency, capacity)) for _ in range(replicas)]
+
+
+def concurrency_value(text: str) -> int | str:
+    """``--concurrency``: a whole number, or ``auto``."""
+    return "auto" if text == "auto" else int(text)
+
+
 def prompt_of(i: int) -> str:
     return f"Answer with the question's number.\nquestion {i}"
 
 
 def write_benchmark(
-    folder: Path, n: int, base_url: str, concurrency: int, *, judge: bool = False
+    folder: Path,
+    n: int,
+    base_url: str | list[str],
+    concurrency: int | str,
+    *,
+    judge: bool = False,
 ) -> Path:
     """A benchmark directory: N examples, one benchmark in suite ``bench``, one target;
     with ``judge``, a judge scorer too, asking a second target on the same server."""
@@ -126,7 +146,7 @@ def write_benchmark(
 
 
 def expertbench_command(
-    folder: Path, suite: Path, concurrency: int, *, cache: str | None = None
+    folder: Path, suite: Path, concurrency: int | str, *, cache: str | None = None
 ) -> list[str]:
     """The plugin's run. ``cache``: a fresh cache folder's name (every feature on: the
     cache stores every answer, none served), else the cache is off."""
@@ -166,10 +186,14 @@ def bare_command() -> list[str]:
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_bare.py"]
 
 
-def timed(command: list[str], cwd: Path) -> float:
+def timed(command: list[str], cwd: Path, echo: str | None = None) -> float:
+    """Seconds ``command`` took; ``echo``: print its output lines that start so."""
     started = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=RUN_ENV)
     elapsed = time.perf_counter() - started
+    for line in done.stdout.splitlines() if echo else ():
+        if line.startswith(echo or ""):
+            print(f"  {line}")
     if done.returncode != 0 and not _only_gates_failed(done.stdout):
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
         raise SystemExit(f"{' '.join(command[:4])}… failed ({done.returncode}):\n{tail}")
@@ -241,31 +265,47 @@ def _tree_rss_kb(root: int) -> int:
 def throughput(args: argparse.Namespace) -> None:
     with (
         tempfile.TemporaryDirectory(prefix="expertbench-") as temp,
-        fake_server(args.latency, args.capacity) as server,
+        fake_servers(args.latency, args.capacity, args.replicas) as servers,
     ):
+        server = servers[0]
         folder = Path(temp)
-        suite = write_benchmark(folder, args.n, server.base_url, args.concurrency, judge=args.judge)
+        urls = [s.base_url for s in servers]
+        base_url = urls if len(urls) > 1 else server.base_url
+        suite = write_benchmark(folder, args.n, base_url, args.concurrency, judge=args.judge)
         bare_dir = write_bare_tests(folder, args.n)
         walls, bares = [], []
         # A first run records the baseline every timed run is then compared with.
         saving = expertbench_command(folder, suite, args.concurrency, cache="cache-0")
         timed([*saving, "--expert-bench-save-baseline"], folder)
         timed(bare_command(), bare_dir)  # its bytecode too, as the plugin's first run wrote
+        shares: list[list[int]] = []  # requests each replica got, per run
         for run in range(1, args.repeat + 1):  # taking turns, so that a noisy spell hits both
-            server.reset()
+            for each in servers:
+                each.reset()
             command = expertbench_command(folder, suite, args.concurrency, cache=f"cache-{run}")
-            walls.append(timed(command, folder))
-            asked = server.total()
+            if args.replicas > 1 or args.concurrency == "auto":  # -q -v: the request line too
+                command.append("-v")
+            walls.append(timed(command, folder, echo="requests "))
+            shares.append([each.total() for each in servers])
+            asked = sum(shares[-1])
             bares.append(timed(bare_command(), bare_dir))
         wall, bare = statistics.median(walls), statistics.median(bares)
         seq = None if args.skip_sequential else sequential(server.base_url, args.n)
     passes = 2 if args.judge else 1  # a judged example waits for two answers
-    limit = passes * args.n * args.latency / min(args.concurrency, args.capacity // passes)
+    slots = args.replicas * args.capacity // passes
+    if args.concurrency != "auto":
+        slots = min(args.concurrency, slots)
+    limit = passes * args.n * args.latency / slots
+    replicas = f" x {args.replicas} replicas" if args.replicas > 1 else ""
     print(
-        f"N={args.n} latency={args.latency:g}s capacity={args.capacity} "
+        f"N={args.n} latency={args.latency:g}s capacity={args.capacity}{replicas} "
         f"concurrency={args.concurrency}{' judged' if args.judge else ''}; "
         f"the server saw {asked} requests per run"
     )
+    if args.replicas > 1:
+        least = min(min(run) / sum(run) for run in shares)
+        said = "; ".join(" ".join(str(n) for n in run) for run in shares)
+        print(f"  requests per replica, each run: {said} (the least share {least:.1%})")
     if args.repeat > 1:
         print(f"  medians of {args.repeat} runs: wall {_runs(walls)}; bare {_runs(bares)}")
     rows = [
@@ -328,7 +368,9 @@ def server_arguments(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=1319, help="examples [1319, gsm8k's test set]")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per answer [0.2]")
     parser.add_argument("--capacity", type=int, default=64, help="server slots [64]")
-    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight [32]")
+    parser.add_argument(
+        "--concurrency", type=concurrency_value, default=32, help="requests in flight, or auto [32]"
+    )
     return parser
 
 
@@ -339,6 +381,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of (a) and (c); medians [1]")
     parser.add_argument(
         "--judge", action="store_true", help="a judge (same latency) grades every answer"
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="fake servers, one target's base_url list [1]"
     )
     args = parser.parse_args(argv)
     compile_package()
