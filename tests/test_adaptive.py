@@ -137,7 +137,7 @@ def test_auto_raises_the_concurrency_a_server_takes(project: Project) -> None:
 
 def test_auto_from_the_command_line_stops_at_max_concurrency(project: Project) -> None:
     many_examples(project, 100)
-    with FakeOpenAI(latency_s=0.02) as server:
+    with FakeOpenAI(latency_s=0.2) as server:  # 60 answers a second at 12: CPU to spare
         project.targets(live_target(server.base_url, max_concurrency=12), "live")
         result = project.run("--expert-bench=quick", "--expert-bench-concurrency=auto", OUT)
         most = server.max_concurrent
