@@ -18,7 +18,9 @@ starts at 8, measures each window of answers (at least as many as the limit, at 
   only when requests were kept waiting for a slot.
 
 Throughput is measured as the window's mean number of requests in flight over their
-mean latency, which stays true when a server answers in bursts. Used on the engine's
+mean latency, which stays true when a server answers in bursts; requests sent before a
+window's first answer (the burst a raise lets out, on connections still being opened)
+are not measured. Used on the engine's
 loop thread only; :attr:`settled` and :attr:`peak` may be read from any thread.
 """
 
@@ -66,7 +68,8 @@ class _Window:
     in_flight: float  # requests in flight when it opened (then: at the last change)
     changed: float  # when in_flight last changed
     area: float = 0.0  # ∫ in flight dt since opened
-    answers: int = 0  # answers to requests sent after it opened
+    first_heard: float | None = None  # when the first attempt ended after it opened
+    answers: int = 0  # answers to requests sent after first_heard
     latency_sum: float = 0.0
     waited: bool = False  # a request was kept waiting for a slot
 
@@ -110,12 +113,16 @@ class AdaptiveLimit:
     def heard(self, latency_s: float, error: BaseException | None) -> None:
         now = self._clock()
         window = self._window
-        fresh = now - latency_s >= window.opened  # sent under this window's limit
+        sent = now - latency_s
         if isinstance(error, TargetError) and error.status in OVERLOAD_STATUSES:
-            if fresh:
+            if sent >= window.opened:  # sent under this window's limit
                 self._cut(now)
             return
-        if error is not None or not fresh:
+        if window.first_heard is None:
+            window.first_heard = now
+        # The burst a raise lets out, before the window's first answer, goes on new
+        # connections (a client built, a TCP connect, a server thread): not measured.
+        if error is not None or sent < window.first_heard:
             return
         window.answers += 1
         window.latency_sum += latency_s

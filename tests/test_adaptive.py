@@ -22,10 +22,11 @@ def test_a_queueing_server_gets_its_capacity_and_no_more() -> None:
     assert simulation.limit.peak > 32  # it looked past the capacity and came back
 
 
-def test_it_reaches_the_capacity_within_a_second() -> None:
+def test_it_reaches_the_capacity_within_a_few_rounds() -> None:
     simulation = Simulation("queue", capacity=32, service_s=0.2)
     simulation.run(1319 * 0.2 / 32)  # the time 1319 answers take at the capacity
-    assert simulation.answered >= 0.95 * 1319
+    assert simulation.answered >= 0.92 * 1319  # 32 in flight after 5 rounds of 0.2 s
+    assert any(at <= 1.25 and limit == 32 for at, limit in simulation.limits)
 
 
 @pytest.mark.parametrize("capacity", [5, 24, 100])
