@@ -19,15 +19,28 @@ _DONE = "[DONE]"
 
 
 async def sse_events(lines: AsyncIterator[str], url: str) -> AsyncIterator[Mapping[str, Any]]:
-    """The JSON ``data:`` of each event, up to ``data: [DONE]``."""
+    """The JSON ``data:`` of each event, up to ``data: [DONE]``. A stream that ends without
+    it after a choice's ``finish_reason`` is whole too: transformers serve (5.24) sends no
+    ``[DONE]``, its last chunk holds the finish_reason and the usage."""
+    finished = False
     async for line in lines:
         if not line.startswith("data:"):
             continue  # a comment (": ping"), event:, id: or retry: field
         data = line[len("data:") :].strip()
         if data == _DONE:
             return
-        yield _event(data, url)
-    raise TargetError(f"the stream from {url} ended before [DONE]", retryable=True)
+        event = _event(data, url)
+        finished = finished or _finishes(event)
+        yield event
+    if not finished:
+        raise TargetError(f"the stream from {url} ended before [DONE]", retryable=True)
+
+
+def _finishes(event: Mapping[str, Any]) -> bool:
+    choices = event.get("choices")
+    return isinstance(choices, list) and any(
+        isinstance(choice, Mapping) and choice.get("finish_reason") for choice in choices
+    )
 
 
 async def ndjson_objects(lines: AsyncIterator[str], url: str) -> AsyncIterator[Mapping[str, Any]]:

@@ -33,7 +33,8 @@ Streaming (``"stream": true`` in the body, tests/support/fake_streams.py): the a
 comes as server-sent events on the OpenAI routes and as NDJSON on Ollama's, one word a
 chunk, ``first_token_s`` (``--first-token-s``) after the usual latency and ``token_s``
 (``--token-s``) between chunks. Stream faults: ``"cut"`` (the connection closes after
-the first chunk) and ``"bad-event"`` (the second event is not JSON, then the cut).
+the first chunk), ``"bad-event"`` (the second event is not JSON, then the cut) and
+``"no-done"`` (the whole answer without ``data: [DONE]``, as transformers serve sends it).
 
 A careless server, for tests of secret scrubbing: with ``echo_key`` (``--echo-key``)
 every answer ends with the credentials it received (``Authorization``, ``X-Api-Key``)
@@ -334,14 +335,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.fake.pause(self.fake.first_token_s)
-        for number, event in enumerate(fake_streams.events(self.path, answer, body)):
+        lines = fake_streams.events(self.path, answer, body, done=fault != "no-done")
+        for number, event in enumerate(lines):
             if number > 0:
                 self.fake.pause(self.fake.token_s)
             if number == 1 and fault == "bad-event":
                 event = fake_streams.bad_event(self.path)
             self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
             self.wfile.flush()
-            if number == 1 and fault in fake_streams.STREAM_FAULTS:
+            if number == 1 and fault in fake_streams.CUT_FAULTS:
                 self.close_connection = True  # no terminating chunk: cut mid-answer
                 return
         self.wfile.write(b"0\r\n\r\n")

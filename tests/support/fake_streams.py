@@ -15,19 +15,25 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 ARGUMENT_PIECE = 8
-STREAM_FAULTS = ("cut", "bad-event")  # close mid-answer; send an event that is not JSON
+CUT_FAULTS = ("cut", "bad-event")  # close mid-answer; send an event that is not JSON
+# "no-done": the whole answer, closed cleanly without data: [DONE], as transformers serve sends it
+STREAM_FAULTS = (*CUT_FAULTS, "no-done")
 
 
 def pieces_of(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text)
 
 
-def events(path: str, whole: Mapping[str, Any], body: Mapping[str, Any]) -> Iterator[bytes]:
-    """The lines (with their newlines) that stream ``whole``, the route's usual answer."""
+def events(
+    path: str, whole: Mapping[str, Any], body: Mapping[str, Any], *, done: bool = True
+) -> Iterator[bytes]:
+    """The lines (with their newlines) that stream ``whole``, the route's usual answer
+    (``done=False``: no ``data: [DONE]`` at the end of an OpenAI stream)."""
     if path.startswith("/v1/"):
         for chunk in _openai_chunks(path, whole, body):
             yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
+        if done:
+            yield b"data: [DONE]\n\n"
     else:
         for message in _ollama_messages(path, whole):
             yield json.dumps(message).encode() + b"\n"
