@@ -155,16 +155,21 @@ class ReplicaSet:
 
 
 def replica_urls(
-    value: object, error: Callable[[str], Exception], default: str | None = None
+    value: object,
+    error: Callable[[str], Exception],
+    default: str | None = None,
+    *,
+    strip: bool = True,
 ) -> tuple[str, ...]:
-    """``base_url`` as the targets file wrote it (one URL or a list of them), trailing
-    slashes dropped; ``error(message)`` is raised for anything else."""
+    """``base_url`` (or an ``http`` target's ``url``) as the targets file wrote it: one URL
+    or a list of them, trailing slashes dropped unless not ``strip`` (a whole URL is sent
+    as written); ``error(message)`` is raised for anything else."""
     if value is None and default is not None:
         value = default
     if isinstance(value, str) and value:
-        return (value.rstrip("/"),)
+        return (value.rstrip("/") if strip else value,)
     if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
-        urls = tuple(v.rstrip("/") for v in value)
+        urls = tuple(v.rstrip("/") if strip else v for v in value)
         if len(set(urls)) < len(urls):
             raise error("the same URL is listed twice")
         return urls

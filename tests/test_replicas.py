@@ -182,3 +182,24 @@ def test_the_breaker_opens_only_when_every_replica_refuses(project: Project) -> 
     result = project.run("--expert-bench=quick", "--expert-bench-concurrency=2", OUT)
     result.assert_outcomes(errors=6, failed=1)
     assert "stopped asking: live is unreachable" in request_line(result.stdout.str())
+
+
+def test_an_http_target_takes_a_url_list_as_written(project: Project) -> None:
+    urls = ["http://a/x/", "http://b/x/"]
+    one = build_target(TargetSpec("t", "http", {"url": urls[0], "response_path": "r"}, Path()))
+    two = build_target(TargetSpec("t", "http", {"url": urls, "response_path": "r"}, Path()))
+    assert one.identity() == two.identity() and one.identity()["url"] == "http://a/x/"
+    dead = f"http://127.0.0.1:{closed_port()}/v1/chat/completions"
+    with FakeOpenAI() as live:
+        target = {
+            "kind": "http",
+            "url": [dead, live.base_url + "/chat/completions"],
+            "body": {"model": "m", "messages": [{"role": "user", "content": "{prompt}"}]},
+            "response_path": "choices.0.message.content",
+        }
+        project.targets({"live": target}, "live")
+        result = project.run("--expert-bench=quick", OUT)
+        served = live.total
+    result.assert_outcomes(passed=6, skipped=1)
+    assert served == 6
+    assert "6 answered, 0 failed, 0 retries" in request_line(result.stdout.str())

@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
+from pytest_expertbench.replicas import ReplicaSet, replica_urls
 from pytest_expertbench.targets import ModelClient, Options, lookup, tool_calls_in
 from pytest_expertbench.template import TemplateError, fields_of, render
 
@@ -41,6 +42,13 @@ class HttpTarget:
     # Where the answer holds OpenAI-style tool calls (``choices.0.message.tool_calls``);
     # absent or null there: no call.
     tool_calls_path: str | None = None
+    # Every replica's URL (``url`` is the first, the only one in the cache key: replicas.py);
+    # None only until __post_init__ (a set of url alone).
+    replicas: ReplicaSet | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.replicas is None:
+            object.__setattr__(self, "replicas", ReplicaSet((self.url,)))
 
     def identity(self) -> Mapping[str, Any]:
         return {
@@ -72,13 +80,17 @@ class HttpTarget:
         if self.api_key:
             scheme = "Bearer " if self.api_key_header.lower() == "authorization" else ""
             headers[self.api_key_header] = scheme + self.api_key
-        data = await client.request_json(
-            self.url, self.payload(request), headers=headers, method=self.method
-        )
+        payload = self.payload(request)
+
+        async def send(url: str) -> tuple[Any, str]:
+            return await client.request_json(url, payload, headers=headers, method=self.method), url
+
+        assert self.replicas is not None
+        data, url = await self.replicas.call(request.benchmark, send, client)
         try:
             value = lookup(data, self.response_path)
         except KeyError:
-            raise TargetError(f"no {self.response_path!r} in the answer from {self.url}") from None
+            raise TargetError(f"no {self.response_path!r} in the answer from {url}") from None
         if value is None:
             text = ""
         elif isinstance(value, str):
@@ -87,16 +99,16 @@ class HttpTarget:
             text = str(value)
         else:
             text = json.dumps(value, ensure_ascii=False)
-        return Completion(text=text, tool_calls=self._tool_calls(data))
+        return Completion(text=text, tool_calls=self._tool_calls(data, url))
 
-    def _tool_calls(self, data: Any) -> tuple[ToolCall, ...]:
+    def _tool_calls(self, data: Any, url: str) -> tuple[ToolCall, ...]:
         if self.tool_calls_path is None:
             return ()
         try:
             raw = lookup(data, self.tool_calls_path)
         except KeyError:
             return ()  # answered in text: no call
-        return tool_calls_in(raw, self.url)
+        return tool_calls_in(raw, url)
 
 
 def _render(template: Any, values: Mapping[str, Any]) -> Any:
@@ -138,6 +150,7 @@ def build(spec: TargetSpec) -> HttpTarget:
         _fields_used(body)
     except TemplateError as exc:
         raise options.error("body", str(exc)) from None
+    urls = replica_urls(spec.options.get("url"), lambda m: options.error("url", m), strip=False)
     method = (options.text("method") or "POST").upper()
     if method not in _METHODS:
         raise options.error("method", f"expected one of {', '.join(_METHODS)}, got {method!r}")
@@ -145,7 +158,8 @@ def build(spec: TargetSpec) -> HttpTarget:
         reads_fields=bool(_fields_used(body) - {"prompt", "system", *REQUEST_VALUES}),
         sends_tools="tools" in _fields_used(body),
         name=spec.name,
-        url=options.required("url"),
+        url=urls[0],
+        replicas=ReplicaSet(urls),
         response_path=options.required("response_path"),
         method=method,
         body=body,
