@@ -36,6 +36,7 @@ _HEADER_VALUE = re.compile(r"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 _TRANSIENT_TLS_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 # h11's words for a first answer line that is not HTTP/1.x (an HTTP/2 frame, TLS bytes)
 _NOT_HTTP11 = ("illegal status line", "illegal request line")
+_ENVIRONMENT_READS = 5  # see _new_httpx
 
 
 @cache
@@ -137,14 +138,29 @@ class HttpModelClient:
                 max_connections=self._connections, max_keepalive_connections=self._connections
             )
             try:  # the engine bounds each attempt as a whole: httpx waits as long as it takes
-                self._client = httpx.AsyncClient(
-                    verify=self._ssl or True, limits=limits, timeout=None, trust_env=True
-                )
+                self._client = _new_httpx(self._ssl, limits)
             except (ImportError, ValueError) as exc:  # a SOCKS or unknown proxy scheme
                 raise TargetError(
                     f"cannot ask {url}: the proxy from the environment: {_no_password(exc)}"
                 ) from None
         return self._client
+
+
+def _new_httpx(ssl_context: ssl.SSLContext | None, limits: httpx.Limits) -> httpx.AsyncClient:
+    """An httpx client, reading the proxy variables of the environment as it is made.
+
+    It is made on the engine's thread while pytest's thread sets and deletes
+    ``PYTEST_CURRENT_TEST`` around every item: reading ``os.environ`` then now and then
+    finds a key gone (KeyError; one item in about 1319 failed with it). The variables
+    httpx reads are not the ones pytest changes, so reading again is the right answer.
+    """
+    verify: ssl.SSLContext | bool = ssl_context or True
+    for _ in range(_ENVIRONMENT_READS - 1):
+        try:
+            return httpx.AsyncClient(verify=verify, limits=limits, timeout=None, trust_env=True)
+        except KeyError:
+            continue
+    return httpx.AsyncClient(verify=verify, limits=limits, timeout=None, trust_env=True)
 
 
 async def _lines(response: httpx.Response) -> AsyncIterator[str]:

@@ -596,3 +596,27 @@ def test_concurrent_requests_stay_within_the_pool(environ: pytest.MonkeyPatch) -
     assert fake.total == 50
     assert (fake.max_open, fake.connections) == (4, 4)
     assert 1 < fake.max_concurrent <= 4
+
+
+def test_an_environment_read_racing_pytest_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest's thread deletes PYTEST_CURRENT_TEST while the engine's thread makes a
+    client, which reads os.environ: a KeyError there must not fail the request."""
+    made = httpx.AsyncClient
+    failures = iter([KeyError("PYTEST_CURRENT_TEST"), KeyError("PYTEST_CURRENT_TEST")])
+
+    def racing(*args: Any, **kwargs: Any) -> httpx.AsyncClient:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "AsyncClient", racing)
+    with FakeOpenAI() as server:
+
+        async def ask() -> Any:
+            async with HttpModelClient(1) as client:
+                payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+                return await client.request_json(f"{server.base_url}/chat/completions", payload)
+
+        answer = run(ask())
+    assert answer["choices"][0]["message"]["content"] == "ANSWER: hi"
