@@ -210,10 +210,15 @@ def _uncompared(
 
 def _coverage_gap(metric: MetricResult, current: Snapshot, rule: GateRule) -> str | None:
     """Why ``metric`` stands on too few examples to be trusted, or None."""
-    ran = current.dataset.n
-    if ran and metric.samples_used < rule.coverage * ran:
+    ran, scored = current.dataset.n, metric.samples_used
+    errors = metric.meta.get("errors")
+    if scored and isinstance(errors, int):
+        # What errored is missing; a score some answers cannot have (tpot_ms of a
+        # one-token answer, the usage a server left out) is not a hole in the sample.
+        scored = ran - errors
+    if ran and scored < rule.coverage * ran:
         return (
-            f"only {metric.samples_used} of {ran} examples scored "
+            f"only {scored} of {ran} examples scored "
             f"(below {rule.coverage:.0%}): the rest errored"
         )
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -286,6 +287,21 @@ def test_a_metric_over_too_few_examples_is_incomplete_and_fails() -> None:
     )
     assert compare(None, new).metrics[0].status == "incomplete"
     assert compare(*scored([1.0] * 14, [1.0] * 13, n_run=14)).metrics[0].status == "ok"
+
+
+def test_a_score_some_answers_cannot_have_leaves_no_hole_but_errors_do() -> None:
+    """tpot_ms has no value for a one-token answer: 10 of 14 examples with it, none of
+    the 14 errored, is a whole sample; 4 errored of 14 is not."""
+    old, new = scored([5.0] * 14, [5.0] * 10, of="tpot_ms", direction="lower", n_run=14)
+
+    def with_errors(snap: Snapshot, errors: int) -> Snapshot:
+        metric = snap.metrics["m"]
+        return replace(snap, metrics={"m": replace(metric, meta={**metric.meta, "errors": errors})})
+
+    assert compare(old, with_errors(new, 0)).metrics[0].status == "ok"
+    row = compare(old, with_errors(new, 4)).metrics[0]
+    assert row.status == "incomplete"
+    assert row.reason == "only 10 of 14 examples scored (below 90%): the rest errored"
 
 
 def test_a_baseline_without_example_scores_gets_the_unpaired_test() -> None:
