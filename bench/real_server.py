@@ -229,6 +229,13 @@ def check_completions(server: Server, work: Path, table: Table) -> None:
     ok = run.code == 0 and len(examples) == 4 and not errors_of(run)
     seen = f"exit {run.code}; {usage_of(run)}; {errors_of(run)[:1] or tail(run, 2)}"
     table.add("completions endpoint", ok, seen)
+    options = {"endpoint": "completions", "stream": True}
+    streamed = run_plugin(write_bench(work / "completions-stream", target(server, **options)))
+    same = [r["response"] for r in streamed.examples()] == [r["response"] for r in examples]
+    timed = all("ttft_ms" in r["scores"] for r in streamed.examples())
+    ok = streamed.code == 0 and same and timed and bool(examples)
+    seen = f"exit {streamed.code}; equal to non-streamed: {same}; ttft_ms on each: {timed}"
+    table.add("completions, streamed", ok, f"{seen}; {errors_of(streamed)[:1]}")
 
 
 def check_generation(server: Server, work: Path, table: Table) -> None:
@@ -371,6 +378,31 @@ def check_refused_key(server: Server, work: Path, table: Table) -> None:
     table.add("refused request key", ok, f"exit {run.code}; {errors_of(run)[:1]}; {line}")
 
 
+def check_reset_after_500(server: Server, work: Path, table: Table) -> None:
+    """A server that answered 500 and then reset the kept-alive connection was reached:
+    the run must not call it unreachable. transformers serve does both when a tool call is
+    cut by max_tokens (its parser raises); one request at a time, no retries, to see it."""
+    folder = write_bench(
+        work / "reset",
+        target(server, concurrency=1, max_retries=0),
+        prompt="What's the weather in {city}?",
+        tools=[TOOL],
+        generation={"max_tokens": 16, "temperature": 0},
+    )
+    cities = ["Oslo", "Paris", "Rome", "Lima", "Bern", "Cairo"]
+    rows = [{"id": f"q{i}", "city": city} for i, city in enumerate(cities)]
+    (folder / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = run_plugin(folder)
+    errors = errors_of(run)
+    if not any(error.startswith("HTTP 500") for error in errors):
+        table.add("500 then a reset", None, f"the server gave no 500 here: {errors[:1]}")
+        return
+    unreachable = [error for error in errors if "unreachable" in error]
+    ok = not unreachable
+    seen = f"{len(unreachable)} of {len(errors)} errors say unreachable; {sorted(set(errors))[:3]}"
+    table.add("500 then a reset", ok, seen)
+
+
 def check_killed(server: Server, work: Path, table: Table) -> None:
     """Kill the server while the run is asking; the run must end with one-line errors."""
     if server.kill is None or server.restart is None:
@@ -481,6 +513,7 @@ def run_checks(server: Server, work: Path, raw: bool) -> Table:
     check_xdist(server, work, table, plain)
     check_unknown_model(server, work, table)
     check_refused_key(server, work, table)
+    check_reset_after_500(server, work, table)
     check_killed(server, work, table)
     return table
 
