@@ -232,9 +232,12 @@ def check_completions(server: Server, work: Path, table: Table) -> None:
     options = {"endpoint": "completions", "stream": True}
     streamed = run_plugin(write_bench(work / "completions-stream", target(server, **options)))
     same = [r["response"] for r in streamed.examples()] == [r["response"] for r in examples]
-    timed = all("ttft_ms" in r["scores"] for r in streamed.examples())
+    # vLLM's rule: an answer with no text has no first token (this model often says nothing)
+    timed = all("ttft_ms" in r["scores"] for r in streamed.examples() if r["response"])
     ok = streamed.code == 0 and same and timed and bool(examples)
-    seen = f"exit {streamed.code}; equal to non-streamed: {same}; ttft_ms on each: {timed}"
+    seen = (
+        f"exit {streamed.code}; equal to non-streamed: {same}; ttft_ms on each non-empty: {timed}"
+    )
     table.add("completions, streamed", ok, f"{seen}; {errors_of(streamed)[:1]}")
 
 
