@@ -313,7 +313,8 @@ def request_line(
     to run (summary.md says the same for the same answers)."""
     speed = _rate(counts) if rate else ""
     line = (
-        f"requests {benchmark}: {counts['asked']:.0f} asked, {counts['done']:.0f} answered, "
+        f"requests {benchmark}: {counts['asked']:.0f} asked, "
+        f"{counts['done'] - counts['errors']:.0f} answered, "
         f"{counts['errors']:.0f} failed, {counts['retries']:.0f} retries, "
         f"{counts['cached']:.0f} from the cache{cache_sources(counts, this_run)}{speed}"
     )
@@ -397,7 +398,7 @@ def token_line(
 def waiting_line(benchmark: str, counts: dict[str, float], example: str, waited_s: float) -> str:
     got = {name: counts.get(name, 0.0) for name in ("asked", "done", "errors", "retries")}
     return (
-        f"requests {benchmark}: {got['done']:.0f}/{got['asked']:.0f} answered{_rate(counts)}, "
+        f"requests {benchmark}: {got['done']:.0f}/{got['asked']:.0f} done{_rate(counts)}, "
         f"{got['errors']:.0f} failed, {got['retries']:.0f} retries; "
         f"{example} has waited {waited_s:.0f} s"
     )

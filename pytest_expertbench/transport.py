@@ -203,7 +203,11 @@ def _raise_failure(url: str, exc: Exception, headers: Mapping[str, str] | None) 
     raise TargetError(
         f"cannot reach {url}: {reason}",
         retryable=True,
-        connection_failed=isinstance(exc, httpx.ConnectError) or _caused_by(exc, ConnectionError),
+        # Reaching the server failed, not a connection it had accepted: a reset of a
+        # kept-alive connection (a server's parser crashed on a 500) is an answer of
+        # sorts, and must not open the breaker on a server that is up.
+        connection_failed=isinstance(exc, httpx.ConnectError)
+        or _caused_by(exc, ConnectionRefusedError),
     ) from None
 
 

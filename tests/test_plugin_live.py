@@ -296,7 +296,7 @@ def test_an_item_kept_waiting_shows_progress_unless_quiet(project: Project) -> N
         shown = project.run(*args, "--expert-bench-progress=0.1")
         shown.assert_outcomes(passed=6, skipped=1)
         shown.stdout.fnmatch_lines(
-            ["requests mini: */6 answered*, 0 failed, 0 retries; q* has waited * s"]
+            ["requests mini: */6 done*, 0 failed, 0 retries; q* has waited * s"]
         )
         quiet = project.run(*args, "--expert-bench-progress=0.1", "-q")
         quiet.assert_outcomes(passed=6, skipped=1)
@@ -310,3 +310,15 @@ def test_a_bad_progress_interval_is_a_usage_error(project: Project, value: str) 
     result = project.run("--expert-bench=quick", f"--expert-bench-progress={value}", OUT)
     assert result.ret == 4
     result.stderr.fnmatch_lines([f"*--expert-bench-progress: expected seconds*{value}*"])
+
+
+def test_the_request_line_counts_failures_apart_from_answers(
+    project: Project, server: FakeOpenAI
+) -> None:
+    """A server that turns two of six away: four answered, two failed (not six answered)."""
+    use_server(project, server.base_url, max_retries=0)
+    for _, text, _ in QUESTIONS[:2]:
+        server.script(match=text, faults=["400"])
+    result = project.run("--expert-bench=quick", OUT)
+    result.assert_outcomes(passed=4, errors=2, failed=1)  # the gate: incomplete
+    result.stdout.fnmatch_lines(["requests mini: 6 asked, 4 answered, 2 failed, 0 retries, *"])

@@ -411,6 +411,20 @@ def test_a_dropped_connection_is_retryable(server: FakeOpenAI, environ: pytest.M
     assert content_of(ask(url)) == ANSWER  # and asking again helps
 
 
+def test_a_reset_by_a_server_that_was_reached_is_no_failed_connection(
+    server: FakeOpenAI, environ: pytest.MonkeyPatch
+) -> None:
+    """transformers serve resets a kept-alive connection after its parser crashed: the
+    server is up, so the breaker (which reads connection_failed) must not open."""
+    server.script(match="6 x 7", faults=["reset"])
+    url = server.base_url + "/chat/completions"
+    error = error_of(url)
+    assert error.message.startswith(f"cannot reach {url}: ")
+    assert error.retryable
+    assert not error.connection_failed
+    assert error_of(f"http://127.0.0.1:{closed_port()}/v1/chat/completions").connection_failed
+
+
 def _in(seconds: float) -> str:
     return email.utils.formatdate(time.time() + seconds, usegmt=True)
 

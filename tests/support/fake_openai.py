@@ -53,6 +53,7 @@ import contextlib
 import json
 import socket
 import ssl
+import struct
 import sys
 import threading
 from collections import Counter, deque
@@ -62,6 +63,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.support import fake_streams
+
+_LINGER_OFF = struct.pack("ii", 1, 0)  # close() then sends an RST, not a FIN
 
 Answer = str | Mapping[str, Any]
 
@@ -355,6 +358,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault in ("drop", "timeout"):
             if fault == "timeout":
                 self.fake.hang()
+            self.close_connection = True
+            return True
+        if fault == "reset":  # torn down with an RST, as by a worker that crashed mid-answer
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
+            self.connection.close()
             self.close_connection = True
             return True
         if fault == "401-key":
