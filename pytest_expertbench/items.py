@@ -23,7 +23,6 @@ from pytest_expertbench.state import (
     ProcessRun,
     result_to_json,
 )
-from pytest_expertbench.summary import waiting_line
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
@@ -204,6 +203,8 @@ def _waiting(item: BenchmarkItem, run: ProcessRun, wait: Callable[[float | None]
             return wait(every)
         except TimeoutError:
             waited += every
+        from pytest_expertbench.summary import waiting_line
+
         name = item.planned.benchmark.name
         counts = run.request_stats().get(name, {})
         reporter.write_line(waiting_line(name, counts, item.example.id, waited))

@@ -47,7 +47,6 @@ from pytest_expertbench.state import (
     is_controller,
     result_from_json,
 )
-from pytest_expertbench.summary import request_line, token_line
 
 if TYPE_CHECKING:  # the rest is imported when a benchmark run needs it: a plain test
     # run with this plugin installed pays nothing for numpy, httpx or the datasets library
@@ -339,6 +338,8 @@ def token_lines(
     plan: Plan, collected: Collected, prices: Mapping[str, Price | None]
 ) -> dict[str, str]:
     """Each benchmark's token line (the model's and its judges' tokens and cost)."""
+    from pytest_expertbench.summary import token_line
+
     lines = {
         name: token_line(name, counts, plan.target.name, prices)
         for name, counts in collected.requests.items()
@@ -358,7 +359,7 @@ def write_reports(
     if not outcomes:
         return
     lines = {
-        name: request_line(
+        name: summaries.request_line(
             name, counts, collected.stopped.get(name), this_run=plan.settings.run_id, rate=False
         )
         for name, counts in collected.requests.items()
@@ -392,7 +393,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         tokens = token_lines(run.plan, collected, prices(run))
         for benchmark, counts in sorted(collected.requests.items()):
             terminalreporter.write_line(
-                request_line(
+                summaries.request_line(
                     benchmark,
                     counts,
                     collected.stopped.get(benchmark),
