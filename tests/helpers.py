@@ -25,6 +25,9 @@ QUESTIONS = [
     ("q5", "What is 9 - 9?", "#### 0"),
 ]
 
+# What a model that gets every one of QUESTIONS right says (the fake server's answers).
+ANSWERS = {text: f"The answer is {answer.split()[-1]}." for _, text, answer in QUESTIONS}
+
 MINI_YAML = """\
 name: mini
 description: six sums

@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import MINI_YAML, QUESTIONS, Project, replay_rows, write_jsonl
+from tests.helpers import ANSWERS, MINI_YAML, QUESTIONS, Project, replay_rows, write_jsonl
 from tests.support.fake_openai import FakeOpenAI
 from tests.test_bad_input import run_refused
 
 OUT = "--expert-bench-report-dir=reports/out"
-ANSWERS = {text: f"The answer is {answer.split()[-1]}." for _, text, answer in QUESTIONS}
 MISSING = "example q1: field 'question' (used by prompt) is missing"
 NULL = "example q3: field 'question' (used by prompt) is null"
 NULL_ANSWER = "example q4: field 'answer' (used by scorers[0].numeric_match.target) is null"

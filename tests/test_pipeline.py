@@ -10,11 +10,10 @@ import pytest
 from pytest_expertbench.engine import Engine, EngineSettings
 from pytest_expertbench.pipeline import ExamplePipeline, Job
 from pytest_expertbench.records import Completion, ExampleResult, Request, TargetError
-from tests.helpers import QUESTIONS, Project
+from tests.helpers import ANSWERS, Project
 from tests.support.fake_openai import FakeOpenAI
 
 OUT = "--expert-bench-report-dir=reports/out"
-ANSWERS = {text: f"The answer is {answer.split()[-1]}." for _, text, answer in QUESTIONS}
 JUDGED = """\
 name: mini
 dataset: {file: data/mini.jsonl, id: id}

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import (
+    ANSWERS,
     LOCAL,
     QUESTIONS,
     Project,
@@ -26,7 +27,6 @@ from tests.helpers import (
 from tests.support.fake_openai import FakeOpenAI
 
 OUT = "--expert-bench-report-dir=reports/out"
-ANSWERS = {text: f"The answer is {answer.split()[-1]}." for _, text, answer in QUESTIONS}
 
 
 @pytest.fixture

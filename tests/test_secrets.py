@@ -20,13 +20,12 @@ from pytest_expertbench.records import Completion, Request, TargetError, ToolCal
 from pytest_expertbench.secrets import MASK, Scrubber, spec_secrets
 from pytest_expertbench.servers import _copy_scrubbed
 from pytest_expertbench.targets import build_target
-from tests.helpers import LOCAL, QUESTIONS, Project, fake_server_block
+from tests.helpers import ANSWERS, LOCAL, Project, fake_server_block
 from tests.support.fake_openai import FakeOpenAI
 
 KEY = "sk-PLANTEDsecretKEYabcdefXYZ"  # no digit: the numeric scorer ignores it
 HEADER_KEY = "hdr-PLANTEDheaderTOKENqrs"
 VARIABLE = "EXPERTBENCH_TEST_PLANTED_KEY"
-ANSWERS = {text: f"The answer is {answer.split()[-1]}." for _, text, answer in QUESTIONS}
 
 
 def spec(name: str = "live", **options: object) -> TargetSpec:

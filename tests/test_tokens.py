@@ -10,11 +10,10 @@ from pytest_expertbench.config import ConfigError, Price
 from pytest_expertbench.records import Completion
 from pytest_expertbench.run import usage_scores
 from pytest_expertbench.targets_file import load_targets
-from tests.helpers import MINI_YAML, QUESTIONS, Project
+from tests.helpers import ANSWERS, MINI_YAML, Project
 from tests.support.fake_openai import FakeOpenAI
 
 OUT = "--expert-bench-report-dir=reports/out"
-ANSWERS = {text: f"The answer is {answer.split()[-1]}." for _, text, answer in QUESTIONS}
 JUDGED = """\
 name: mini
 dataset: {file: data/mini.jsonl, id: id}
