@@ -11,10 +11,13 @@ import importlib
 import json
 import os
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pytest_expertbench.config import ConfigError, TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall, one_line
+
+if TYPE_CHECKING:
+    from pytest_expertbench.replicas import ReplicaSet
 
 __all__ = ["ModelClient", "Options", "Target", "TargetError", "build_target", "one_line"]
 
@@ -198,3 +201,45 @@ def tool_calls_in(raw: Any, url: str) -> tuple[ToolCall, ...]:
             raise TargetError(f"a tool call without a function name in the answer from {url}")
         calls.append(ToolCall(function["name"], as_arguments(function.get("arguments", {}))))
     return tuple(calls)
+
+
+class ServedTarget(Protocol):
+    """A target that asks a model server (or its replicas) for JSON or a stream."""
+
+    @property
+    def stream(self) -> bool: ...
+
+    @property
+    def replicas(self) -> ReplicaSet | None: ...
+
+    def url_at(self, base_url: str) -> str: ...
+
+    def parse(self, data: Any, url: str) -> Completion: ...
+
+    async def read_stream(self, lines: AsyncIterator[str], url: str) -> Completion: ...
+
+
+async def ask_served(
+    target: ServedTarget,
+    request: Request,
+    client: ModelClient,
+    payload: Any,
+    headers: Mapping[str, str],
+) -> Completion:
+    """``payload`` sent to the replica the target's ReplicaSet picks, the answer read
+    whole or as a stream: what the openai and ollama targets share."""
+
+    async def send(base_url: str) -> tuple[Any, str]:
+        url = target.url_at(base_url)
+        return await client.request_json(url, payload, headers=headers), url
+
+    async def read(base_url: str) -> Completion:
+        url = target.url_at(base_url)
+        return await target.read_stream(client.stream_lines(url, payload, headers=headers), url)
+
+    replicas = target.replicas
+    assert replicas is not None
+    if target.stream:
+        return await replicas.call(request.benchmark, read, client)
+    data, url = await replicas.call(request.benchmark, send, client)
+    return target.parse(data, url)

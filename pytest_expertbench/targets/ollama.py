@@ -10,7 +10,7 @@ from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall
 from pytest_expertbench.replicas import ReplicaSet, replica_urls
 from pytest_expertbench.streaming import TokenClock
-from pytest_expertbench.targets import ModelClient, Options, token_count, tool_calls_in
+from pytest_expertbench.targets import ModelClient, Options, ask_served, token_count, tool_calls_in
 from pytest_expertbench.targets.streams import ndjson_objects
 
 DEFAULT_BASE_URL = "http://localhost:11434"
@@ -82,22 +82,7 @@ class OllamaTarget:
         return payload
 
     async def complete(self, request: Request, client: ModelClient) -> Completion:
-        payload = self.payload(request)
-
-        async def send(base_url: str) -> tuple[Any, str]:
-            url = self.url_at(base_url)
-            return await client.request_json(url, payload, headers=self.headers), url
-
-        async def read(base_url: str) -> Completion:
-            url = self.url_at(base_url)
-            lines = client.stream_lines(url, payload, headers=self.headers)
-            return await self.read_stream(lines, url)
-
-        assert self.replicas is not None
-        if self.stream:
-            return await self.replicas.call(request.benchmark, read, client)
-        data, url = await self.replicas.call(request.benchmark, send, client)
-        return self.parse(data, url)
+        return await ask_served(self, request, client, self.payload(request), self.headers)
 
     async def read_stream(self, lines: AsyncIterator[str], url: str) -> Completion:
         """The answer assembled from its NDJSON messages, timed chunk by chunk."""

@@ -10,7 +10,7 @@ from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Completion, Request, TargetError
 from pytest_expertbench.replicas import ReplicaSet, replica_urls
 from pytest_expertbench.streaming import TokenClock
-from pytest_expertbench.targets import ModelClient, Options, token_count, tool_calls_in
+from pytest_expertbench.targets import ModelClient, Options, ask_served, token_count, tool_calls_in
 from pytest_expertbench.targets.streams import ToolCallDeltas, sse_events
 
 _OPTIONS = "base_url model endpoint api_key_env headers extra_body stream"
@@ -85,21 +85,7 @@ class OpenAITarget:
         headers = dict(self.headers)
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        payload = self.payload(request)
-
-        async def send(base_url: str) -> tuple[Any, str]:
-            url = self.url_at(base_url)
-            return await client.request_json(url, payload, headers=headers), url
-
-        async def read(base_url: str) -> Completion:
-            url = self.url_at(base_url)
-            return await self.read_stream(client.stream_lines(url, payload, headers=headers), url)
-
-        assert self.replicas is not None
-        if self.stream:
-            return await self.replicas.call(request.benchmark, read, client)
-        data, url = await self.replicas.call(request.benchmark, send, client)
-        return self.parse(data, url)
+        return await ask_served(self, request, client, self.payload(request), headers)
 
     async def read_stream(self, lines: AsyncIterator[str], url: str) -> Completion:
         """The answer assembled from its server-sent events, timed chunk by chunk."""
