@@ -218,8 +218,7 @@ def _coverage_gap(metric: MetricResult, current: Snapshot, rule: GateRule) -> st
         scored = ran - errors
     if ran and scored < rule.coverage * ran:
         return (
-            f"only {scored} of {ran} examples scored "
-            f"(below {rule.coverage:.0%}): the rest errored"
+            f"only {scored} of {ran} examples scored (below {rule.coverage:.0%}): the rest errored"
         )
     return None
 
