@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
     """The plan and the targets' pool; the model under test is built now, so that a bad
     target stops the run before any item, and judges when a scorer first asks them."""
-    from pytest_expertbench.capabilities import check_capabilities
+    from pytest_expertbench.capabilities import check_capabilities, unsent_generation
     from pytest_expertbench.engine import EngineSettings
     from pytest_expertbench.judging import TargetPool
     from pytest_expertbench.run import make_plan
@@ -55,6 +55,9 @@ def prepare_run(config: pytest.Config, settings: Settings) -> ProcessRun:
     except BaseException:
         pool.close()
         raise
+    if is_controller(config):
+        for line in unsent_generation([p.benchmark for p in plan.benchmarks], under_test, target):
+            config.issue_config_time_warning(pytest.PytestConfigWarning(line), stacklevel=2)
     dist = getattr(config, "workerinput", {}).get(DIST_KEY, "no")
     run = ProcessRun(plan=plan, pool=pool, ports=ports, dist=dist)
     return run

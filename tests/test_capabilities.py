@@ -13,7 +13,7 @@ import pytest
 from pytest_expertbench.config import TargetSpec
 from pytest_expertbench.records import Request, ToolCall
 from pytest_expertbench.targets import build_target
-from tests.helpers import Project
+from tests.helpers import ANSWERS, Project
 from tests.support.fake_openai import FakeOpenAI
 
 TOOL = {
@@ -176,3 +176,19 @@ def test_an_http_target_sends_tools_and_reads_the_calls_back() -> None:
     assert received.body["max_tokens"] == {"temperature": 0, "max_tokens": 8}
     assert completion.tool_calls == (ToolCall("f", '{"a": 1}'),)
     assert plain.tool_calls == () and plain.text == "ANSWER: other"
+
+
+@pytest.mark.parametrize("body", [None, {"prompt": "{prompt}", "options": "{generation}"}])
+def test_generation_an_http_body_cannot_send_is_warned_of(
+    pytester: pytest.Pytester, body: dict[str, Any] | None
+) -> None:
+    """The mini benchmark asks temperature 0; a body without {generation} drops it."""
+    project = Project(pytester)
+    with FakeOpenAI(answers=ANSWERS) as server:
+        target = {"kind": "http", "url": server.root_url + "/v1/completions"}
+        target |= {"response_path": "choices.0.text"} | ({"body": body} if body else {})
+        project.targets({"plain": target}, default="plain")
+        result = project.run("--expert-bench=quick", "--expert-bench-report-dir=reports/out")
+    assert result.ret == 0, result.stdout.str()
+    warned = "mini.yaml: generation: {'temperature': 0} is not sent: target 'plain'"
+    assert (warned in result.stdout.str()) == (body is None)

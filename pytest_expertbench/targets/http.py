@@ -4,7 +4,8 @@ Besides the example's fields, ``{prompt}`` and ``{system}``, the body may place 
 request's ``{tools}`` (OpenAI-format list) and ``{generation}`` (the benchmark's
 settings): a string that is exactly one of them becomes that JSON value, inside longer
 text it is written as JSON text. A body without ``{tools}`` cannot send tools, and a
-benchmark that declares some is refused for such a target when the run is planned.
+benchmark that declares some is refused for such a target when the run is planned; one
+without ``{generation}`` sends no generation settings, and the run warns of it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class HttpTarget:
     live: bool = True
     reads_fields: bool = True
     sends_tools: bool = False  # the body places {tools}
+    sends_generation: bool = False  # the body places {generation}
     # Where the answer holds OpenAI-style tool calls (``choices.0.message.tool_calls``);
     # absent or null there: no call.
     tool_calls_path: str | None = None
@@ -157,6 +159,7 @@ def build(spec: TargetSpec) -> HttpTarget:
     return HttpTarget(
         reads_fields=bool(_fields_used(body) - {"prompt", "system", *REQUEST_VALUES}),
         sends_tools="tools" in _fields_used(body),
+        sends_generation="generation" in _fields_used(body),
         name=spec.name,
         url=urls[0],
         replicas=ReplicaSet(urls),
