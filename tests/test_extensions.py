@@ -350,3 +350,48 @@ def test_a_target_kind_from_an_installed_package_is_found_by_its_entry_point(
     result = project.run("--expert-bench=quick", OUT)
     result.assert_outcomes(passed=6, skipped=1)
     assert project.metric(project.results(), "mini.accuracy")["value"] == 1.0
+
+
+LONG_ENOUGH_CONFTEST = """
+from pytest_expertbench.records import Score
+from pytest_expertbench.scorers import OptionReader
+
+def long_enough(options, context):
+    reader = OptionReader(options)
+    least = reader.whole("least")
+    reader.finish()
+    return lambda c, e: Score(float(len(c.text) >= least))
+
+def pytest_expertbench_register_scorers(register):
+    register("long_enough", long_enough)
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("{least: many}", "scorers[1].long_enough.least: expected a whole number of 0 or more"),
+        ("{least: 3, most: 9}", "scorers[1].long_enough.most: unknown option"),
+        ("{}", "scorers[1].long_enough.least: this option is required"),
+    ],
+)
+def test_a_third_party_scorer_reads_its_options_with_the_public_reader(
+    project: Project, options: str, message: str
+) -> None:
+    project.pytester.makeconftest(LONG_ENOUGH_CONFTEST)
+    project.write(
+        "mini.yaml", MINI_YAML.replace("metrics:", f"  - long_enough: {options}\nmetrics:")
+    )
+    result = project.run("--expert-bench=quick", OUT)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"mini.yaml: {message}" in result.stderr.str()  # the file, the option, the fault
+
+
+def test_a_third_party_scorer_with_good_options_scores(project: Project) -> None:
+    project.pytester.makeconftest(LONG_ENOUGH_CONFTEST)
+    project.write(
+        "mini.yaml", MINI_YAML.replace("metrics:", "  - long_enough: {least: 1}\nmetrics:")
+    )
+    project.run("--expert-bench=quick", OUT).assert_outcomes(passed=6, skipped=1)
+    examples = [r for r in project.results() if r["type"] == "example"]
+    assert [r["scores"]["long_enough"] for r in examples] == [1.0] * 6

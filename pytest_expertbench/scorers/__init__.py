@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pytest_expertbench.errors import ExpertBenchError
+from pytest_expertbench.reader import Reader
 from pytest_expertbench.records import Completion, Example, Request, Score
 
 ScoreFunction = Callable[[Completion, Example], Score]
@@ -92,6 +93,18 @@ class OptionError(ExpertBenchError, ValueError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class OptionReader(Reader):
+    """The typed :class:`~pytest_expertbench.reader.Reader` over a scorer's options, for
+    built-in and third-party factories alike: its errors are :class:`OptionError` naming
+    the option, to which the benchmark's loader adds the file and the scorer's place
+    (``scorers[0].judge.rubric``)."""
+
+    noun = "option"
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options, OptionError)
 
 
 def scorer(name: str, *, fills: tuple[str, ...] = ()) -> Callable[[ScorerFactory], ScorerFactory]:

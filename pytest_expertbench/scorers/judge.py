@@ -19,12 +19,12 @@ from pytest_expertbench.records import Completion, Example, Request, Score, Targ
 from pytest_expertbench.scorers import (
     Asker,
     OptionError,
+    OptionReader,
     ScoreFunction,
     ScorerContext,
     ScoringError,
     scorer,
 )
-from pytest_expertbench.scorers._options import OptionReader
 from pytest_expertbench.template import render
 
 # The field the rubric reads the model's answer from; it is not a dataset column.

@@ -18,8 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_expertbench.records import Completion, Example, Score
-from pytest_expertbench.scorers import OptionError, ScoreFunction, ScorerContext, scorer
-from pytest_expertbench.scorers._options import OptionReader
+from pytest_expertbench.scorers import (
+    OptionError,
+    OptionReader,
+    ScoreFunction,
+    ScorerContext,
+    scorer,
+)
 from pytest_expertbench.template import render
 
 # lm-eval tasks/gsm8k/gsm8k.yaml: metric_list[exact_match].regexes_to_ignore and ignore_case.

@@ -27,8 +27,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from pytest_expertbench.records import Completion, Example, Score
-from pytest_expertbench.scorers import ScoreFunction, ScorerContext, scorer
-from pytest_expertbench.scorers._options import OptionReader
+from pytest_expertbench.scorers import OptionReader, ScoreFunction, ScorerContext, scorer
 from pytest_expertbench.template import render
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pytest_expertbench.records import Completion, Example, Score
-from pytest_expertbench.scorers import ScoreFunction, ScorerContext, scorer
-from pytest_expertbench.scorers._options import OptionReader
+from pytest_expertbench.scorers import OptionReader, ScoreFunction, ScorerContext, scorer
 from pytest_expertbench.scorers.safety import _phrase_pattern, _plain
 
 # XSTest's string-match openings first (its list, in its order), then ours.

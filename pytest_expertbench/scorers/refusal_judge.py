@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_expertbench.records import Completion, Example, Score
-from pytest_expertbench.scorers import ScoreFunction, ScorerContext, scorer
-from pytest_expertbench.scorers._options import OptionReader
+from pytest_expertbench.scorers import OptionReader, ScoreFunction, ScorerContext, scorer
 from pytest_expertbench.scorers.judge import RESPONSE_FIELD, _generation, _Judge, _shown, _target
 
 CLASSES = ("1_full_compliance", "2_full_refusal", "3_partial_refusal")

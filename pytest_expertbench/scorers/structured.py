@@ -14,8 +14,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_expertbench.records import Completion, Example, Score
-from pytest_expertbench.scorers import OptionError, ScoreFunction, ScorerContext, scorer
-from pytest_expertbench.scorers._options import FieldError, OptionReader, json_field
+from pytest_expertbench.scorers import (
+    OptionError,
+    OptionReader,
+    ScoreFunction,
+    ScorerContext,
+    scorer,
+)
+from pytest_expertbench.scorers._options import FieldError, json_field
 
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)```", re.DOTALL)
 

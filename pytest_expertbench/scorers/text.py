@@ -15,8 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_expertbench.records import Completion, Example, Score
-from pytest_expertbench.scorers import OptionError, ScoreFunction, ScorerContext, scorer
-from pytest_expertbench.scorers._options import OptionReader
+from pytest_expertbench.scorers import (
+    OptionError,
+    OptionReader,
+    ScoreFunction,
+    ScorerContext,
+    scorer,
+)
 from pytest_expertbench.template import render
 
 _PUNCTUATION = set(string.punctuation)

@@ -17,8 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_expertbench.records import Completion, Example, Score
-from pytest_expertbench.scorers import OptionError, ScoreFunction, ScorerContext, scorer
-from pytest_expertbench.scorers._options import FieldError, OptionReader, json_field
+from pytest_expertbench.scorers import (
+    OptionError,
+    OptionReader,
+    ScoreFunction,
+    ScorerContext,
+    scorer,
+)
+from pytest_expertbench.scorers._options import FieldError, json_field
 from pytest_expertbench.scorers.bfcl import calls_error, contains_call
 from pytest_expertbench.scorers.structured import json_text, schema_error
 

@@ -7,6 +7,7 @@ engine owns timing, retries, concurrency and the cache. A target raises
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pytest_expertbench.config import ConfigError, TargetSpec
+from pytest_expertbench.reader import Reader
 from pytest_expertbench.records import Completion, Request, TargetError, ToolCall, one_line
 
 if TYPE_CHECKING:
@@ -97,57 +99,27 @@ def build_target(spec: TargetSpec) -> Target:
     return target
 
 
-class Options:
-    """Typed access to a target's kind-specific options, with errors that name the key."""
+class Options(Reader):
+    """A target's kind-specific options: the one typed :class:`Reader`, with errors that
+    name ``targets.<name>.<key>`` in the targets file, and the getters targets share."""
 
     def __init__(self, spec: TargetSpec) -> None:
+        super().__init__(spec.options, functools.partial(ConfigError, spec.source), _at(spec))
         self.spec = spec
 
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(self.spec.source, f"targets.{self.spec.name}.{key}", message)
-
-    def text(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        value = self.spec.options.get(key)
-        if value is None:
-            if required:
-                raise self.error(key, "this key is required")
-            return default
-        if not isinstance(value, str) or not value:
-            raise self.error(key, f"expected non-empty text, got {value!r}")
-        return value
-
     def required(self, key: str) -> str:
-        value = self.text(key, required=True)
-        assert value is not None
+        """Non-empty text that must be there (a model's name, a URL)."""
+        value: str = self.text(key)
+        if not value:
+            raise self.error(key, "expected non-empty text")
         return value
-
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        value = self.text(key, choices[0])
-        if value not in choices:
-            raise self.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
-        assert value is not None
-        return value
-
-    def flag(self, key: str) -> bool:
-        value = self.spec.options.get(key, False)
-        if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {value!r}")
-        return value
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        value = self.spec.options.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise self.error(key, f"expected a mapping, got {value!r}")
-        return {str(k): v for k, v in value.items()}
 
     def headers(self, key: str = "headers") -> dict[str, str]:
-        return {name: str(value) for name, value in self.mapping(key).items()}
+        return {str(name): str(value) for name, value in self.mapping(key, {}).items()}
 
     def secret(self, key: str = "api_key_env") -> str | None:
         """The value of the environment variable the option names (read once, at build time)."""
-        variable = self.text(key)
+        variable = self.text(key, None)
         if variable is None:
             return None
         value = os.environ.get(variable)
@@ -155,14 +127,12 @@ class Options:
             raise self.error(key, f"the environment variable {variable} is not set")
         return value
 
-    def reject_unknown(self, allowed: str) -> None:
-        unknown = sorted(set(map(str, self.spec.options)) - set(allowed.split()))
-        if unknown:
-            raise self.error(
-                unknown[0],
-                f"unknown option for a {self.spec.kind} target "
-                f"(expected one of: {', '.join(allowed.split())})",
-            )
+    def reject_unknown(self, allowed: str, noun: str = "") -> None:
+        super().reject_unknown(allowed, noun or f"option for a {self.spec.kind} target")
+
+
+def _at(spec: TargetSpec) -> str:
+    return f"targets.{spec.name}"
 
 
 def lookup(data: Any, path: str) -> Any:

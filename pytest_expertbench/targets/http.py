@@ -153,7 +153,7 @@ def build(spec: TargetSpec) -> HttpTarget:
     except TemplateError as exc:
         raise options.error("body", str(exc)) from None
     urls = replica_urls(spec.options.get("url"), lambda m: options.error("url", m), strip=False)
-    method = (options.text("method") or "POST").upper()
+    method = str(options.text("method", "POST")).upper()
     if method not in _METHODS:
         raise options.error("method", f"expected one of {', '.join(_METHODS)}, got {method!r}")
     return HttpTarget(
@@ -167,7 +167,7 @@ def build(spec: TargetSpec) -> HttpTarget:
         method=method,
         body=body,
         headers=options.headers(),
-        api_key_header=options.text("api_key_header") or "Authorization",
+        api_key_header=options.text("api_key_header", "Authorization"),
         api_key=options.secret("api_key_env"),
-        tool_calls_path=options.text("tool_calls_path"),
+        tool_calls_path=options.text("tool_calls_path", None),
     )

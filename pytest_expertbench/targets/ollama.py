@@ -146,9 +146,9 @@ def build(spec: TargetSpec) -> OllamaTarget:
         base_url=urls[0],
         replicas=ReplicaSet(urls),
         model=options.required("model"),
-        endpoint=options.choice("endpoint", ("chat", "generate")),
+        endpoint=options.choice("endpoint", ("chat", "generate"), "chat"),
         headers=options.headers(),
-        options=options.mapping("options"),
-        keep_alive=options.text("keep_alive"),
-        stream=options.flag("stream"),
+        options=dict(options.mapping("options", {})),
+        keep_alive=options.text("keep_alive", None),
+        stream=options.boolean("stream", False),
     )

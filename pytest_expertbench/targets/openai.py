@@ -167,9 +167,9 @@ def build(spec: TargetSpec) -> OpenAITarget:
         base_url=urls[0],
         replicas=ReplicaSet(urls),
         model=options.required("model"),
-        endpoint=options.choice("endpoint", ("chat", "completions")),
+        endpoint=options.choice("endpoint", ("chat", "completions"), "chat"),
         headers=options.headers(),
-        extra_body=options.mapping("extra_body"),
+        extra_body=dict(options.mapping("extra_body", {})),
         api_key=options.secret("api_key_env"),
-        stream=options.flag("stream"),
+        stream=options.boolean("stream", False),
     )
