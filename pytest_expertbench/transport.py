@@ -125,12 +125,15 @@ class HttpModelClient:
     def _request(
         self, url: str, payload: Any, headers: Mapping[str, str] | None, method: str
     ) -> httpx.Request:
-        sent = {"Accept": "application/json", "User-Agent": _user_agent(), **(headers or {})}
+        sent = {**_DEFAULT_HEADERS, "User-Agent": _user_agent(), **(headers or {})}
         body = None
         if method != "GET":
             body = json.dumps(payload).encode()
             sent["Content-Type"] = "application/json"
-        return self._httpx(url).build_request(method, url, content=body, headers=sent)
+        # Built here rather than by the client's build_request, from a URL parsed once:
+        # parsing the same URL again cost a third of httpx's CPU per request. The client
+        # adds nothing this request needs (no base URL, cookies, params or auth).
+        return httpx.Request(method, _parsed(url), content=body, headers=sent)
 
     def _httpx(self, url: str) -> httpx.AsyncClient:
         if self._client is None:
@@ -144,6 +147,16 @@ class HttpModelClient:
                     f"cannot ask {url}: the proxy from the environment: {_no_password(exc)}"
                 ) from None
         return self._client
+
+
+# What httpx's client would add to a request it builds: the answer may be compressed.
+_DEFAULT_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+
+
+@cache
+def _parsed(url: str) -> httpx.URL:
+    """A target's URL, parsed once: every request of a run goes to one of a few."""
+    return httpx.URL(url)
 
 
 def _new_httpx(ssl_context: ssl.SSLContext | None, limits: httpx.Limits) -> httpx.AsyncClient:
