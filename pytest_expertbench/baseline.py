@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.files import atomic_write_text
+from pytest_expertbench.reader import MISSING, Reader, kind_of
 from pytest_expertbench.records import MetricResult, Threshold
 
 SCHEMA = 1
@@ -133,8 +134,38 @@ class Snapshot:
 # --------------------------------------------------------------------------- reading
 
 
+MODES = ("threshold", "significant", "both")
+_JSON_KINDS: dict[type, str] = {dict: "an object", list: "an array"}
+
+
+def json_kind(value: Any) -> str:
+    """A wrong JSON value as an error shows it: ``null``, ``an array [1, 2]``, ``text 'x'``."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return f"{_JSON_KINDS.get(type(value)) or kind_of(value)} {shown}"
+
+
+class JsonObject(Reader):
+    """The typed :class:`~pytest_expertbench.reader.Reader` over one JSON object; its
+    entries are fields, and unknown ones are left alone (a later version may add some)."""
+
+    noun = "field"
+
+    def describe(self, value: Any) -> str:
+        return json_kind(value)
+
+    def object(self, name: str, default: Any = MISSING) -> Any:
+        return self._typed(name, default, lambda v: isinstance(v, dict), "a JSON object")
+
+    def maybe_text(self, name: str) -> str | None:
+        """Text, or None where the field is null or absent (``git_sha`` outside git)."""
+        return None if self.get(name, None) is None else str(self.text(name))
+
+
 class FieldReader:
-    """Checks parsed JSON field by field, so an error names the exact field.
+    """Reads parsed JSON through :class:`JsonObject`, so an error names the exact field.
 
     Baseline files and results.jsonl rows share it; ``where`` ("line 12") is put
     before every field name of a row's errors.
@@ -148,165 +179,104 @@ class FieldReader:
         field = f"{self.where}: {key}" if self.where and key else self.where or key
         return BaselineError(self.path, field, message)
 
+    def read(self, doc: Any, prefix: str = "") -> JsonObject:
+        """A reader over ``doc``, which must be a JSON object; ``prefix`` is its place."""
+        if not isinstance(doc, dict):
+            raise self.fail(prefix, f"expected a JSON object, got {json_kind(doc)}")
+        return JsonObject(doc, self.fail, prefix)
+
+    def child(self, parent: JsonObject, name: str) -> JsonObject:
+        return self.read(parent.object(name), parent.key(name))
+
     def snapshot(self, doc: Any) -> Snapshot:
-        doc = self.mapping(doc, "")
-        schema = self.required(doc, "schema", "")
+        r = self.read(doc)
+        schema = r.get("schema")
         if not isinstance(schema, int) or isinstance(schema, bool):
-            raise self.fail("schema", f"expected the integer {SCHEMA}, got {schema!r}")
+            raise r.error("schema", f"expected the integer {SCHEMA}, got {json_kind(schema)}")
         if schema != SCHEMA:
             hint = ": written by a newer pytest-expertbench?" if schema > SCHEMA else ""
-            raise self.fail("schema", f"unknown schema version {schema}{hint}")
-        benchmark = self.text(doc, "benchmark", "")
-        metrics_doc = self.mapping(self.required(doc, "metrics", ""), "metrics")
+            raise r.error("schema", f"unknown schema version {schema}{hint}")
+        benchmark = r.text("benchmark")
+        metrics_doc = self.child(r, "metrics")
         metrics: dict[str, MetricResult] = {}
         thresholds: dict[str, Threshold] = {}
         gates: dict[str, MetricGate] = {}
-        for name, metric_doc in metrics_doc.items():
-            metrics[name], threshold = self.metric(benchmark, name, metric_doc, f"metrics.{name}")
+        for name in metrics_doc.doc:
+            metric_doc = self.child(metrics_doc, name)
+            metrics[name], threshold = self.metric(benchmark, name, metric_doc)
             if threshold is not None:
                 thresholds[name] = threshold
-            gate = self.gate(metric_doc, f"metrics.{name}.")
-            if gate != MetricGate():
+            if (gate := self.gate(metric_doc)) != MetricGate():
                 gates[name] = gate
+        examples = self.child(r, "examples")
         return Snapshot(
             benchmark=benchmark,
-            suite=self.text(doc, "suite", ""),
-            target=self.text(doc, "target", ""),
-            captured_at=self.text(doc, "captured_at", ""),
-            git_sha=self.optional_text(doc, "git_sha", ""),
-            plugin_version=self.text(doc, "plugin_version", ""),
-            dataset=self.dataset(self.required(doc, "dataset", "")),
-            environment=self.mapping(self.required(doc, "environment", ""), "environment"),
+            suite=r.text("suite"),
+            target=r.text("target"),
+            captured_at=r.text("captured_at"),
+            git_sha=r.maybe_text("git_sha"),
+            plugin_version=r.text("plugin_version"),
+            dataset=self.dataset(self.child(r, "dataset")),
+            environment=r.object("environment"),
             metrics=metrics,
-            examples=self.examples(self.required(doc, "examples", "")),
+            examples={i: self.scores(self.child(examples, i)) for i in examples.doc},
             thresholds=thresholds,
             gates=gates,
-            context=self.mapping(doc.get("context", {}), "context"),
+            context=r.object("context", {}),
         )
 
-    def gate(self, doc: Mapping[str, Any], prefix: str) -> MetricGate:
+    def gate(self, r: JsonObject) -> MetricGate:
         """A metric's own ``gate`` and ``alpha``, where its file set them."""
-        mode = doc.get("gate")
-        if mode is not None and mode not in ("threshold", "significant", "both"):
-            raise self.fail(
-                prefix + "gate", f"expected threshold, significant or both, got {mode!r}"
-            )
-        alpha = None if doc.get("alpha") is None else self.number(doc["alpha"], prefix + "alpha")
+        mode = None if r.get("gate", None) is None else r.choice("gate", MODES)
+        alpha = r.number("alpha", None, signed=True)
         if alpha is not None and not 0 < alpha < 1:
-            raise self.fail(prefix + "alpha", f"expected a number between 0 and 1, got {alpha!r}")
-        across = doc.get("across_setups", False)
-        if not isinstance(across, bool):
-            raise self.fail(prefix + "across_setups", f"expected true or false, got {across!r}")
-        return MetricGate(mode, alpha, across)
+            raise r.error("alpha", f"expected a number between 0 and 1, got {alpha!r}")
+        return MetricGate(mode, alpha, r.boolean("across_setups", False))
 
-    def dataset(self, raw: Any) -> DatasetInfo:
-        doc = self.mapping(raw, "dataset")
+    def dataset(self, r: JsonObject) -> DatasetInfo:
         return DatasetInfo(
-            source=self.text(doc, "source", "dataset."),
-            fingerprint=self.text(doc, "fingerprint", "dataset."),
-            n=self.count(doc, "n", "dataset."),
+            source=r.text("source"), fingerprint=r.text("fingerprint"), n=r.whole("n")
         )
 
     def metric(
-        self, benchmark: str, name: str, raw: Any, key: str, *, value_may_be_null: bool = False
+        self, benchmark: str, name: str, r: JsonObject, *, value_may_be_null: bool = False
     ) -> tuple[MetricResult, Threshold | None]:
         """A metric and its own threshold; a null value reads as NaN only when allowed."""
-        doc = self.mapping(raw, key)
-        prefix = f"{key}." if key else ""
-        raw_value = self.required(doc, "value", prefix)
-        null_ok = raw_value is None and value_may_be_null
-        value = math.nan if null_ok else self.number(raw_value, prefix + "value")
-        direction = self.text(doc, "direction", prefix)
-        if direction not in ("higher", "lower"):
-            raise self.fail(
-                prefix + "direction", f"expected 'higher' or 'lower', got {direction!r}"
-            )
+        null_ok = r.get("value") is None and value_may_be_null
         metric = MetricResult(
             metric_id=f"{benchmark}.{name}",
-            value=value,
-            ci=self.ci(doc.get("ci"), prefix + "ci"),
-            samples_used=self.count(doc, "samples_used", prefix),
-            direction="higher" if direction == "higher" else "lower",
-            unit=self.text(doc, "unit", prefix),
-            meta=self.mapping(doc.get("meta", {}), prefix + "meta"),
+            value=math.nan if null_ok else r.number("value", signed=True),
+            ci=self.ci(r),
+            samples_used=r.whole("samples_used"),
+            direction=r.choice("direction", ("higher", "lower")),
+            unit=r.text("unit"),
+            meta=r.object("meta", {}),
         )
-        threshold = (
-            self.threshold(doc["threshold"], prefix + "threshold") if "threshold" in doc else None
-        )
-        return metric, threshold
+        return metric, self.threshold(r) if r.has("threshold") else None
 
-    def ci(self, raw: Any, key: str) -> tuple[float, float] | None:
+    def ci(self, r: JsonObject) -> tuple[float, float] | None:
+        raw = r.get("ci", None)
         if raw is None:
             return None
         if not isinstance(raw, list) or len(raw) != 2:
-            raise self.fail(key, f"expected null or [low, high], got {raw!r}")
-        return (self.number(raw[0], key + "[0]"), self.number(raw[1], key + "[1]"))
+            raise r.error("ci", f"expected null or [low, high], got {json_kind(raw)}")
+        ends = JsonObject({"ci[0]": raw[0], "ci[1]": raw[1]}, self.fail, r.prefix)
+        return (ends.number("ci[0]", signed=True), ends.number("ci[1]", signed=True))
 
-    def threshold(self, raw: Any, key: str) -> Threshold:
-        if isinstance(raw, Mapping) and len(raw) == 1:
-            ((kind, value),) = raw.items()
-            if kind in ("rel", "abs"):
-                number = self.number(value, f"{key}.{kind}")
-                if number >= 0:
-                    return Threshold(rel=number) if kind == "rel" else Threshold(abs=number)
-        raise self.fail(key, f'expected {{"rel": 0.05}} or {{"abs": 0.02}}, got {raw!r}')
+    def threshold(self, r: JsonObject) -> Threshold:
+        """``{"rel": 0.05}`` or ``{"abs": 0.02}``, of 0 or more."""
+        raw = r.get("threshold")
+        kind = next(iter(raw)) if isinstance(raw, dict) and len(raw) == 1 else None
+        if kind not in ("rel", "abs"):
+            wanted = '{"rel": 0.05} or {"abs": 0.02}'
+            raise r.error("threshold", f"expected {wanted}, got {json_kind(raw)}")
+        number = self.read(raw, r.key("threshold")).number(kind)
+        return Threshold(rel=number) if kind == "rel" else Threshold(abs=number)
 
-    def examples(self, raw: Any) -> dict[str, dict[str, float]]:
-        doc = self.mapping(raw, "examples")
-        examples: dict[str, dict[str, float]] = {}
-        for example_id, scores_raw in doc.items():
-            key = f"examples.{example_id}"
-            scores = self.mapping(scores_raw, key)
-            examples[example_id] = {
-                name: self.number(value, f"{key}.{name}") for name, value in scores.items()
-            }
-        return examples
-
-    # ---- primitives
-
-    def required(self, doc: Mapping[str, Any], name: str, prefix: str) -> Any:
-        if name not in doc:
-            raise self.fail(prefix + name, "missing")
-        return doc[name]
-
-    def mapping(self, raw: Any, key: str) -> dict[str, Any]:
-        if not isinstance(raw, dict):
-            raise self.fail(key, f"expected a JSON object, got {_kind(raw)}")
-        return raw
-
-    def text(self, doc: Mapping[str, Any], name: str, prefix: str) -> str:
-        value = self.required(doc, name, prefix)
-        if not isinstance(value, str):
-            raise self.fail(prefix + name, f"expected a string, got {_kind(value)}")
-        return value
-
-    def optional_text(self, doc: Mapping[str, Any], name: str, prefix: str) -> str | None:
-        if doc.get(name) is None:
-            return None
-        return self.text(doc, name, prefix)
-
-    def count(self, doc: Mapping[str, Any], name: str, prefix: str) -> int:
-        value = self.required(doc, name, prefix)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise self.fail(prefix + name, f"expected a whole number >= 0, got {value!r}")
-        return value
-
-    def number(self, value: Any, key: str) -> float:
-        if value is None:
-            raise self.fail(key, "missing value (null)")
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise self.fail(key, f"expected a number, got {_kind(value)}")
-        if not math.isfinite(value):
-            raise self.fail(key, f"expected a finite number, got {value!r}")
-        return float(value)
-
-
-def _kind(value: Any) -> str:
-    """How a JSON value reads in an error message."""
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    return names.get(type(value), repr(value))
+    def scores(self, r: JsonObject, *, skip_null: bool = False) -> dict[str, float]:
+        """An example's scores by name; null ones left out with ``skip_null`` (NaN in a row)."""
+        names = [name for name, value in r.doc.items() if value is not None or not skip_null]
+        return {name: r.number(name, signed=True) for name in names}
 
 
 # --------------------------------------------------------------------------- files

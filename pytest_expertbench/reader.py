@@ -5,7 +5,10 @@ options are all read through :class:`Reader`: every key is asked for with the ty
 it must have, and keys nobody asked for are refused, so a typo or a wrong type stops
 the run when the file is read, with ``<file>: <key>: expected …, got …``, never as a
 KeyError deep in a run. Third-party scorers and targets use it too (a scorer gets
-one through :class:`pytest_expertbench.scorers.OptionReader`).
+one through :class:`pytest_expertbench.scorers.OptionReader`). The JSON objects of
+baseline files and results.jsonl rows are read through it as well
+(:class:`pytest_expertbench.baseline.FieldReader`), minus the refusing of unknown
+keys: a later version may add fields.
 
 What a reader raises is up to whoever makes it (``fail``): a ConfigError naming the
 file for files, an OptionError naming the option for a scorer, whose loader then
@@ -101,15 +104,23 @@ class Reader:
             "a whole number of 0 or more",
         )
 
-    def number(self, name: str, default: Any = MISSING, *, positive: bool = False) -> Any:
-        """A number of 0 or more (above 0 with ``positive``), as a float; None stays None
-        where None is the default."""
+    def number(
+        self, name: str, default: Any = MISSING, *, positive: bool = False, signed: bool = False
+    ) -> Any:
+        """A number of 0 or more (above 0 with ``positive``, of any sign with ``signed``), as a
+        float; never NaN or infinite. None stays None where None is the default."""
         if default is None and self.doc.get(name) is None:
             self._read.add(name)
             return None
-        wanted = "a number above 0" if positive else "a number of 0 or more"
+        if signed:  # a float refused can only be NaN or infinite
+            wanted = "a finite number" if isinstance(self.doc.get(name), float) else "a number"
+        else:
+            wanted = "a number above 0" if positive else "a number of 0 or more"
         value = self._typed(
-            name, default, lambda v: is_number(v) and (v > 0 if positive else v >= 0), wanted
+            name,
+            default,
+            lambda v: is_number(v) and (signed or (v > 0 if positive else v >= 0)),
+            wanted,
         )
         return float(value) if value is not None else None
 
@@ -166,12 +177,16 @@ class Reader:
             listed = ", ".join(known) or "none"
             raise self.error(unknown[0], f"unknown {noun} (expected one of: {listed})")
 
+    def describe(self, value: Any) -> str:
+        """A wrong value as its error shows it (``text 'abc'``); a JSON reader says ``null``."""
+        return f"{kind_of(value)} {value!r}"
+
     def _typed(self, name: str, default: Any, ok: Callable[[Any], bool], expected: str) -> Any:
         value = self.get(name, default)
         if name not in self.doc:
             return value
         if not ok(value):
-            raise self.error(name, f"expected {expected}, got {kind_of(value)} {value!r}")
+            raise self.error(name, f"expected {expected}, got {self.describe(value)}")
         return value
 
     def _check_template(self, name: str, value: str) -> None:

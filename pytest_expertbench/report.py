@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from pytest_expertbench.baseline import (
     BaselineError,
     FieldReader,
+    JsonObject,
     MetricGate,
     Snapshot,
     parse_json,
@@ -279,31 +280,21 @@ def _read_row(row: dict[str, Any], reader: FieldReader, benchmarks: dict[str, _R
     kind = row.get("type")
     if kind not in ("example", "metric", "benchmark"):
         return  # rows of kinds a later version may add
-    benchmark = reader.text(row, "benchmark", "")
+    fields = reader.read(row)
+    benchmark = fields.text("benchmark")
     rows = benchmarks.setdefault(benchmark, _Rows())
     if kind == "example":
-        _read_example(row, reader, rows)
+        example_id = fields.text("id")
+        rows.examples[example_id] = reader.scores(reader.child(fields, "scores"), skip_null=True)
     elif kind == "metric":
         _read_metric(row, reader, benchmark, rows)
     else:
-        rows.header = _header(row, reader)
-
-
-def _read_example(row: dict[str, Any], reader: FieldReader, rows: _Rows) -> None:
-    example_id = reader.text(row, "id", "")
-    scores = reader.mapping(reader.required(row, "scores", ""), "scores")
-    rows.examples[example_id] = {
-        name: reader.number(value, f"scores.{name}")
-        for name, value in scores.items()
-        if value is not None
-    }
+        rows.header = _header(fields, reader)
 
 
 def _read_metric(row: dict[str, Any], reader: FieldReader, benchmark: str, rows: _Rows) -> None:
     if row.get("status") == "missing":
         return  # the baseline had it, this run did not measure it
-    metric_id = reader.text(row, "metric_id", "")
-    name = metric_id.removeprefix(f"{benchmark}.")
     doc = dict(row)
     threshold = doc.pop("threshold", None)
     if isinstance(threshold, int | float) and not isinstance(threshold, bool):
@@ -313,27 +304,29 @@ def _read_metric(row: dict[str, Any], reader: FieldReader, benchmark: str, rows:
     if row.get("gate_source") != "metric":
         doc.pop("gate", None)
         doc.pop("alpha", None)
-    metric, own = reader.metric(benchmark, name, doc, "", value_may_be_null=True)
+    fields = reader.read(doc)
+    name = fields.text("metric_id").removeprefix(f"{benchmark}.")
+    metric, own = reader.metric(benchmark, name, fields, value_may_be_null=True)
     rows.metrics[name] = metric
     if own is not None:
         rows.thresholds[name] = own
-    gate = reader.gate(doc, "")
+    gate = reader.gate(fields)
     if gate.mode is not None or gate.alpha is not None:
         rows.gates[name] = gate
 
 
-def _header(row: dict[str, Any], reader: FieldReader) -> Snapshot:
-    environment = row.get("environment")
+def _header(fields: JsonObject, reader: FieldReader) -> Snapshot:
+    """A ``benchmark`` row; what older versions wrote as null or left out reads as empty."""
     return Snapshot(
-        benchmark=reader.text(row, "benchmark", ""),
-        suite=reader.text(row, "suite", ""),
-        target=reader.text(row, "target", ""),
-        captured_at=reader.optional_text(row, "captured_at", "") or "",
-        git_sha=reader.optional_text(row, "git_sha", ""),
-        plugin_version=reader.optional_text(row, "plugin_version", "") or "",
-        dataset=reader.dataset(reader.required(row, "dataset", "")),
-        environment=reader.mapping(environment, "environment") if environment else {},
-        context=reader.mapping(row.get("context") or {}, "context"),
+        benchmark=fields.text("benchmark"),
+        suite=fields.text("suite"),
+        target=fields.text("target"),
+        captured_at=fields.maybe_text("captured_at") or "",
+        git_sha=fields.maybe_text("git_sha"),
+        plugin_version=fields.maybe_text("plugin_version") or "",
+        dataset=reader.dataset(reader.child(fields, "dataset")),
+        environment=fields.object("environment") if fields.get("environment", None) else {},
+        context=fields.object("context") if fields.get("context", None) else {},
         metrics={},
         examples={},
     )

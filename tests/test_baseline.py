@@ -218,23 +218,31 @@ def edited(change: str) -> Any:
         ("[1, 2]", "", "expected a JSON object, got an array"),
         (edited("doc['schema'] = 7"), "schema", "unknown schema version 7: written by a newer"),
         (edited("doc['schema'] = '1'"), "schema", "expected the integer 1"),
-        (edited("del doc['schema']"), "schema", "missing"),
-        (edited("del doc['benchmark']"), "benchmark", "missing"),
-        (edited("doc['target'] = 3"), "target", "expected a string, got 3"),
-        (edited("doc['git_sha'] = []"), "git_sha", "expected a string, got an array"),
-        (edited("doc['dataset'] = 'x'"), "dataset", "expected a JSON object, got a string"),
-        (edited("doc['dataset']['n'] = -1"), "dataset.n", "expected a whole number >= 0"),
-        (edited("doc['dataset']['n'] = True"), "dataset.n", "expected a whole number >= 0"),
-        (edited("del doc['dataset']['fingerprint']"), "dataset.fingerprint", "missing"),
+        (edited("del doc['schema']"), "schema", "this field is required"),
+        (edited("del doc['benchmark']"), "benchmark", "this field is required"),
+        (edited("doc['target'] = 3"), "target", "expected text, got a number 3"),
+        (edited("doc['git_sha'] = []"), "git_sha", "expected text, got an array []"),
+        (edited("doc['dataset'] = 'x'"), "dataset", "expected a JSON object, got text 'x'"),
+        (edited("doc['dataset']['n'] = -1"), "dataset.n", "expected a whole number of 0 or more"),
+        (edited("doc['dataset']['n'] = True"), "dataset.n", "whole number of 0 or more, got true"),
+        (edited("del doc['dataset']['fingerprint']"), "dataset.fingerprint", "required"),
         (edited("doc['environment'] = None"), "environment", "expected a JSON object, got null"),
-        (edited("doc['metrics']['accuracy']['value'] = None"), "metrics.accuracy.value", "null"),
-        (edited("doc['metrics']['accuracy']['value'] = nan"), "metrics.accuracy.value", "nan"),
+        (
+            edited("doc['metrics']['accuracy']['value'] = None"),
+            "metrics.accuracy.value",
+            "expected a number, got null",
+        ),
+        (
+            edited("doc['metrics']['accuracy']['value'] = nan"),
+            "metrics.accuracy.value",
+            "expected a finite number, got a number nan",
+        ),
         (
             edited("doc['metrics']['accuracy']['value'] = '0.5'"),
             "metrics.accuracy.value",
-            "a string",
+            "expected a number, got text '0.5'",
         ),
-        (edited("del doc['metrics']['accuracy']['value']"), "metrics.accuracy.value", "missing"),
+        (edited("del doc['metrics']['accuracy']['value']"), "metrics.accuracy.value", "required"),
         (
             edited("doc['metrics']['accuracy']['direction'] = 'up'"),
             "metrics.accuracy.direction",
@@ -249,8 +257,8 @@ def edited(change: str) -> Any:
         ),
         (
             edited("doc['metrics']['accuracy']['threshold'] = {'rel': -1}"),
-            "metrics.accuracy.threshold",
-            '"rel"',
+            "metrics.accuracy.threshold.rel",
+            "expected a number of 0 or more, got a number -1",
         ),
         (
             edited("doc['metrics']['accuracy']['threshold'] = 0.05"),
@@ -283,6 +291,29 @@ def test_a_corrupt_baseline_names_the_file_and_the_field(
     prefix = f"{path}: {field}: " if field else f"{path}: "
     assert str(caught.value).startswith(prefix)
     assert message in str(caught.value)
+
+
+def test_negative_metrics_a_null_git_sha_and_fields_of_later_versions_load(
+    tmp_path: Path,
+) -> None:
+    doc = good_doc()
+    doc["metrics"]["accuracy"].update(value=-0.25, ci=[-0.5, 0.0], added_later={"x": 1})
+    doc["examples"]["0"]["numeric_match"] = -1
+    doc.update(git_sha=None, added_later=[1])
+    loaded = load(write(tmp_path, doc))
+    assert loaded is not None and loaded.git_sha is None
+    assert loaded.metrics["accuracy"].value == -0.25
+    assert loaded.metrics["accuracy"].ci == (-0.5, 0.0)
+    assert loaded.examples == {"0": {"numeric_match": -1.0}}
+
+
+def test_a_long_wrong_value_is_shortened_in_the_message(tmp_path: Path) -> None:
+    path = write(tmp_path, edited("doc['environment'] = list(range(100))"))
+    with pytest.raises(BaselineError) as caught:
+        load(path)
+    message = caught.value.message
+    assert message.startswith("expected a JSON object, got an array [0, 1, 2, 3,")
+    assert message.endswith("...") and len(message) < 80
 
 
 def test_a_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:

@@ -195,7 +195,7 @@ def test_show_prints_the_metrics(tmp_path: Path, files: tuple[Path, Path]) -> No
     [
         (None, "{path}: no such file"),
         ('{"schema": 1, "bench', "{path}: not valid JSON (line 1, column 15)"),
-        ("CORRUPT_VALUE", "{path}: metrics.accuracy.value: missing value (null)"),
+        ("CORRUPT_VALUE", "{path}: metrics.accuracy.value: expected a number, got null"),
         ("NEWER_SCHEMA", "{path}: schema: unknown schema version 7: written by a newer"),
     ],
 )
@@ -230,7 +230,7 @@ def test_a_bad_results_file_exits_2_naming_the_line(
     done = run(tmp_path, "compare", str(base), str(results))
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        f"expertbench: error: {results}: line 2: scores.broken: expected a number, got a string"
+        f"expertbench: error: {results}: line 2: scores.broken: expected a number, got text 'yes'"
     ]
 
 

@@ -271,7 +271,7 @@ def broken(lines: list[str], number: int, change: dict[str, Any]) -> list[str]:
         (["[1]", *closed_run_lines()], "line 1", "expected a JSON object"),
         (broken(closed_run_lines(), 2, {"value": "high"}), "line 2: value", "expected a number"),
         (broken(closed_run_lines(), 2, {"direction": "up"}), "line 2: direction", "'up'"),
-        (broken(closed_run_lines(), 2, {"benchmark": 3}), "line 2: benchmark", "a string"),
+        (broken(closed_run_lines(), 2, {"benchmark": 3}), "line 2: benchmark", "expected text"),
         (broken(closed_run_lines(), 1, {"dataset": None}), "line 1: dataset", "JSON object"),
         ([*closed_run_lines()[1:]], "", "no benchmark rows"),
         (['{"type": "example", "benchmark": "g", "id": "1", "scores": {"m": "x"}}'],
