@@ -2,8 +2,9 @@
 
 One SQLite file shared by every process of a run (xdist workers included): WAL mode
 lets them read while one writes, ``busy_timeout`` makes a writer wait its turn
-instead of failing, and every answer is committed as soon as it arrives so that a
-crash loses nothing already received.
+instead of failing. During a run, answers are committed by one thread as they arrive,
+all those that came during the last commit in the next (cache_worker.py): a crash
+loses at most the answers of one commit in progress.
 
 A model can be redeployed under the same name and URL with different weights, so
 an answer from a run that finished is not trusted by default (mode ``resume``):
@@ -26,10 +27,13 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_expertbench.errors import ExpertBenchError
 from pytest_expertbench.records import Completion, Request, ToolCall
+
+if TYPE_CHECKING:
+    from pytest_expertbench.cache_worker import CacheWorker
 
 CacheMode = Literal["resume", "reuse", "refresh", "off"]
 CACHE_MODES: tuple[CacheMode, ...] = ("resume", "reuse", "refresh", "off")
@@ -61,6 +65,7 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 _INDEX = "CREATE INDEX IF NOT EXISTS responses_by_run ON responses (run_id)"
 _ISSUED: Counter[str] = Counter()
+_KEYS_PER_QUERY = 500  # under SQLite's limit of bound parameters in one statement
 
 
 class CacheError(ExpertBenchError):
@@ -129,7 +134,22 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._run_recorded = False
         self._resumed: set[str] = set()  # unfinished runs this process served answers of
+        self._worker: CacheWorker | None = None
         self._connection = None if mode == "off" else self._open()
+
+    def worker(self) -> CacheWorker:
+        """The one thread through which a run's engines read and write (cache_worker.py)."""
+        from pytest_expertbench.cache_worker import CacheWorker
+
+        with self._lock:
+            if self._worker is None:
+                self._worker = CacheWorker(self)
+            return self._worker
+
+    def flush(self) -> None:
+        """Wait until every answer the worker was given is stored (raises a failed write)."""
+        if self._worker is not None:
+            self._worker.flush()
 
     def key(self, identity: Mapping[str, Any], request: Request) -> str:
         """The same question to the same model gives the same key, whatever the benchmark.
@@ -161,50 +181,80 @@ class ResponseCache:
     def get(self, key: str, *, across_runs: bool = False) -> Stored | None:
         """The stored answer this mode may serve; ``across_runs`` (a target pinned to an
         immutable revision) serves finished runs' answers in ``resume`` mode too."""
-        if self.mode not in ("resume", "reuse") or self._connection is None:
-            return None
+        return self.get_many([key], across_runs=across_runs).get(key)
+
+    def get_many(self, keys: list[str], *, across_runs: bool = False) -> dict[str, Stored]:
+        """:meth:`get` for many keys in one query: the stored answers this mode may serve."""
+        if self.mode not in ("resume", "reuse") or self._connection is None or not keys:
+            return {}
+        found: dict[str, Stored] = {}
         with self._lock:
-            found = self._execute(
-                "SELECT r.completion, r.run_id, r.fingerprint, r.stored_at, u.run_id, "
-                "u.finished_at FROM responses r LEFT JOIN runs u ON u.run_id = r.run_id "
-                "WHERE r.key = ?",
-                (key,),
-            ).fetchone()
-            if found is None:
-                return None
-            raw, run, fingerprint, stored_at, known, finished_at = found
-            # An answer without a run (legacy) or whose run is unknown counts as finished.
-            unfinished = run is not None and known is not None and finished_at is None
-            ours = run == self.run_id
-            if self.mode == "resume" and not across_runs and not ours and not unfinished:
-                return None
-            if unfinished and not ours:  # whatever the mode: this run takes that one over
-                self._mark_resumed(run)
-        completion = replace(_decode(raw, self.file), server_fingerprint=fingerprint)
-        return Stored(completion, run or LEGACY_RUN, float(stored_at))
+            for start in range(0, len(keys), _KEYS_PER_QUERY):
+                chunk = keys[start : start + _KEYS_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                rows = self._execute(
+                    "SELECT r.key, r.completion, r.run_id, r.fingerprint, r.stored_at, "
+                    "u.run_id, u.finished_at FROM responses r "
+                    f"LEFT JOIN runs u ON u.run_id = r.run_id WHERE r.key IN ({marks})",
+                    tuple(chunk),
+                ).fetchall()
+                for key, raw, run, fingerprint, stored_at, known, finished_at in rows:
+                    if self._servable(run, known is not None and finished_at is None, across_runs):
+                        completion = replace(
+                            _decode(raw, self.file), server_fingerprint=fingerprint
+                        )
+                        found[key] = Stored(completion, run or LEGACY_RUN, float(stored_at))
+        return found
 
     def put(self, key: str, completion: Completion) -> None:
-        if self._connection is None:
+        self.put_many([(key, completion)])
+
+    def put_many(self, answers: list[tuple[str, Completion]]) -> None:
+        """Store answers in one transaction (one commit for many answers: see cache_worker)."""
+        if self._connection is None or not answers:
             return
         with self._lock:
             now = time.time()
-            if not self._run_recorded:
-                self._execute(
-                    "INSERT OR IGNORE INTO runs (run_id, started_at) VALUES (?, ?)",
-                    (self.run_id, now),
-                )
-                self._run_recorded = True
-            self._execute(
-                "INSERT OR REPLACE INTO responses "
-                "(key, completion, stored_at, run_id, fingerprint) VALUES (?, ?, ?, ?, ?)",
-                (key, _encode(completion), now, self.run_id, completion.server_fingerprint),
-            )
+            self._execute("BEGIN IMMEDIATE", ())
+            try:
+                if not self._run_recorded:
+                    self._execute(
+                        "INSERT OR IGNORE INTO runs (run_id, started_at) VALUES (?, ?)",
+                        (self.run_id, now),
+                    )
+                for key, completion in answers:
+                    self._execute(
+                        "INSERT OR REPLACE INTO responses "
+                        "(key, completion, stored_at, run_id, fingerprint) VALUES (?, ?, ?, ?, ?)",
+                        (key, _encode(completion), now, self.run_id, completion.server_fingerprint),
+                    )
+                self._execute("COMMIT", ())
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._connection.execute("ROLLBACK")
+                raise
+            self._run_recorded = True
+
+    def _servable(self, run: str | None, unfinished: bool, across_runs: bool) -> bool:
+        """Whether this mode serves an answer of ``run``; called with the lock held.
+
+        An answer without a run (legacy) or whose run is unknown counts as finished. An
+        unfinished run's answers are taken over by this run, whatever the mode.
+        """
+        unfinished = run is not None and unfinished
+        ours = run == self.run_id
+        if self.mode == "resume" and not across_runs and not ours and not unfinished:
+            return False
+        if unfinished and not ours and run is not None:
+            self._mark_resumed(run)
+        return True
 
     def finish_run(self) -> None:
         """Mark this run finished, with the unfinished runs it resumed: from now on their
         answers are served only by ``reuse`` (or for a pinned revision)."""
         if self._connection is None:
             return
+        self.flush()
         with self._lock:
             self._execute(
                 "UPDATE runs SET finished_at = ? "
@@ -248,6 +298,9 @@ class ResponseCache:
         return int(deleted)
 
     def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()  # stores what it was given first
         with self._lock:
             if self._connection is not None:
                 self._connection.close()

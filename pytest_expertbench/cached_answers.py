@@ -8,7 +8,6 @@ each benchmark's counts say how many were refused so and which runs served the r
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -99,12 +98,12 @@ class CachedAnswers:
     async def served(self, request: Request, key: str) -> Completion | None:
         """The stored answer to serve for ``request``, or None: none stored, or stale."""
         assert self.cache is not None
-        stored = await asyncio.to_thread(self.cache.get, key, across_runs=self._pinned)
+        stored = await self.cache.worker().lookup(key, across_runs=self._pinned)
         if stored is not None and self._servable(request, stored):
             return stored.completion
         return None
 
-    async def heard(self, request: Request, key: str | None, completion: Completion) -> None:
+    def heard(self, request: Request, key: str | None, completion: Completion) -> None:
         """Note the fingerprint a live answer reports, and store it when it may be."""
         fingerprint = completion.server_fingerprint
         if fingerprint is not None:
@@ -113,7 +112,7 @@ class CachedAnswers:
                 self._count(request).fingerprints[fingerprint] += 1
         if key is not None and is_storable(completion):
             assert self.cache is not None
-            await asyncio.to_thread(self.cache.put, key, completion)
+            self.cache.worker().store(key, completion)  # stored without making it wait
 
     def stats(self) -> Mapping[str, CacheStats]:
         with self._lock:

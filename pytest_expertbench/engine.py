@@ -353,7 +353,7 @@ class Engine:
             if stored is not None:
                 return stored
         completion = self._scrub.completion(await self._ask_with_retries(request))
-        await self._cached.heard(request, key, completion)
+        self._cached.heard(request, key, completion)
         return completion
 
     async def _ask_with_retries(self, request: Request) -> Completion:
