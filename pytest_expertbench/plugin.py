@@ -34,6 +34,7 @@ from pytest_expertbench.startup import (
     start_servers,
 )
 from pytest_expertbench.state import (
+    CACHE_FAILED_KEY,
     COLLECTED_KEY,
     DIST_KEY,
     PORT_KEY,
@@ -183,6 +184,9 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     stats = getattr(node, "workeroutput", {}).get(STATS_KEY)
     if collected is not None:
         collected.add_stopped(getattr(node, "workeroutput", {}).get(STOPPED_KEY, {}))
+        failed_write = getattr(node, "workeroutput", {}).get(CACHE_FAILED_KEY)
+        if failed_write and failed_write not in collected.problems:
+            collected.problems.append(failed_write)
     if collected is not None and stats:
         collected.add_request_stats(stats)
     for gate in getattr(node, "workeroutput", {}).get(GATES_KEY, ()):
@@ -273,6 +277,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if collected is None:  # an xdist worker: its counts go to the controller
         config.workeroutput[STATS_KEY] = run.request_stats()  # type: ignore[attr-defined]
         config.workeroutput[STOPPED_KEY] = run.stopped_reasons()  # type: ignore[attr-defined]
+        config.workeroutput[CACHE_FAILED_KEY] = run.flush_cache()  # type: ignore[attr-defined]
         return
     _finish_cached_run(session, run, collected)
     outcomes = conclude_session(session)

@@ -98,6 +98,19 @@ class ProcessRun:
             )
         return self.cache
 
+    def flush_cache(self) -> str | None:
+        """Wait until every answer given to the cache is stored (an xdist worker does, so
+        that its answers are in before the controller finishes the run); the error of a
+        failed write, for the controller to report."""
+        from pytest_expertbench.cache import CacheError
+
+        try:
+            if self.cache is not None:
+                self.cache.flush()
+        except CacheError as exc:
+            return str(exc)
+        return None
+
     def close(self) -> None:
         if self._pipeline is not None:
             self._pipeline.close()
@@ -146,6 +159,7 @@ STATS_KEY = "expertbench_requests"  # a worker's request counts, in its workerou
 
 
 STOPPED_KEY = "expertbench_stopped"  # why a worker's engine stopped asking, per benchmark
+CACHE_FAILED_KEY = "expertbench_cache_failed"  # a worker's failed cache write, if any
 
 
 RUN_KEY = pytest.StashKey[ProcessRun]()

@@ -232,3 +232,29 @@ def test_a_resolved_port_keeps_the_written_options_and_revision_is_a_common_key(
     path.write_text(json.dumps({"targets": {"m": {**target, "revision": 7}}}))
     with pytest.raises(ConfigError, match="revision"):
         load_targets(path)
+
+
+BROKEN_CACHE = """
+from pytest_expertbench import cache
+
+
+def broken(self, answers):
+    raise cache.CacheError(f"{self.file}: the response cache failed: disk I/O error")
+
+
+cache.ResponseCache.put_many = broken
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
+def test_a_failed_cache_write_fails_the_session_and_is_reported_once(
+    project: Project, server: FakeOpenAI, workers: list[str]
+) -> None:
+    use_server(project, server.base_url)
+    project.pytester.makeconftest(BROKEN_CACHE)
+    result = project.run("--expert-bench=quick", *workers, OUT, subprocess=True)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=6, skipped=1)  # every item was answered and scored
+    lines = [line for line in result.stdout.lines if "disk I/O error" in line]
+    assert len(lines) == 1, result.stdout.str()[-2000:]
+    assert FILE_NAME in lines[0]
