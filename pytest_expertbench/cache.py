@@ -132,6 +132,7 @@ class ResponseCache:
         self.run_id = run_id or new_run_id()
         self.file = cache_file(path)
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()  # starting the worker
         self._run_recorded = False
         self._resumed: set[str] = set()  # unfinished runs this process served answers of
         self._worker: CacheWorker | None = None
@@ -139,9 +140,12 @@ class ResponseCache:
 
     def worker(self) -> CacheWorker:
         """The one thread through which a run's engines read and write (cache_worker.py)."""
+        worker = self._worker
+        if worker is not None:  # not under the lock, which a commit in progress holds
+            return worker
         from pytest_expertbench.cache_worker import CacheWorker
 
-        with self._lock:
+        with self._start_lock:
             if self._worker is None:
                 self._worker = CacheWorker(self)
             return self._worker
@@ -205,6 +209,22 @@ class ResponseCache:
                         )
                         found[key] = Stored(completion, run or LEGACY_RUN, float(stored_at))
         return found
+
+    def servable_keys(self) -> set[str] | None:
+        """The keys :meth:`get` may serve without ``across_runs``, as the file holds them now,
+        or None where that is any key (``reuse``): in ``resume`` mode, those of this run
+        and of the unfinished runs it would take over, which is none on most runs."""
+        if self.mode == "reuse":
+            return None
+        if self.mode != "resume" or self._connection is None:
+            return set()
+        with self._lock:
+            rows = self._execute(
+                "SELECT r.key FROM responses r JOIN runs u ON u.run_id = r.run_id "
+                "WHERE r.run_id = ? OR u.finished_at IS NULL",
+                (self.run_id,),
+            ).fetchall()
+        return {key for (key,) in rows}
 
     def put(self, key: str, completion: Completion) -> None:
         self.put_many([(key, completion)])

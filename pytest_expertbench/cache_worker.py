@@ -8,7 +8,9 @@ on than off, and each request held its slot until its answer was stored.
 
 So one thread asks SQLite for the engines: it takes everything queued since its last
 turn, stores the new answers in one transaction and looks up the waiting keys in one
-query. Storing never makes a request wait; a lookup waits for one turn of the thread.
+query. Storing never makes a request wait; a lookup waits for one turn of the thread,
+and only for a key that may be stored: the keys the run could be served are read once,
+when the worker starts (in ``resume`` mode, those of unfinished runs: most often none).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class CacheWorker:
 
     def __init__(self, cache: ResponseCache) -> None:
         self.cache = cache
+        # What a lookup may find without asking SQLite, and what this process stores:
+        # a key outside them is no stored answer, so most lookups cost no turn at all.
+        self._known = cache.servable_keys()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._error: CacheError | None = None
         self._thread = threading.Thread(target=self._work, name="expertbench-cache", daemon=True)
@@ -63,10 +68,19 @@ class CacheWorker:
 
     def store(self, key: str, completion: Completion) -> None:
         """Queue an answer to store; returns at once."""
+        if self._known is not None:
+            self._known.add(key)
         self._jobs.put(_Store(key, completion))
 
     async def lookup(self, key: str, *, across_runs: bool = False) -> Stored | None:
-        """The stored answer the cache's mode may serve for ``key``, or None."""
+        """The stored answer the cache's mode may serve for ``key``, or None.
+
+        Without ``across_runs``, a key neither stored when the worker started nor since by
+        this process is None at once. (An answer another xdist worker stores meanwhile
+        is not looked for: at worst one request asked twice.)
+        """
+        if not across_runs and self._known is not None and key not in self._known:
+            return None
         future: asyncio.Future[Stored | None] = asyncio.get_running_loop().create_future()
         self._jobs.put(_Lookup(key, across_runs, future))
         return await future

@@ -80,7 +80,7 @@ def test_a_failed_write_is_raised_by_flush_and_finish_run_not_lost(
 def test_a_failed_lookup_fails_the_request_that_waited(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cache = ResponseCache(tmp_path, run_id="run-1")
+    cache = ResponseCache(tmp_path, "reuse", run_id="run-1")  # any key may be stored
 
     def broken(keys: object, across_runs: bool = False) -> None:
         raise CacheError(
@@ -90,4 +90,39 @@ def test_a_failed_lookup_fails_the_request_that_waited(
     monkeypatch.setattr(cache, "get_many", broken)
     with pytest.raises(CacheError, match="malformed"):
         asyncio.run(cache.worker().lookup(_key(cache, 1)))
+    cache.close()
+
+
+def test_only_keys_that_may_be_served_cost_a_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resume mode serves this run's answers and unfinished runs': the worker reads their
+    keys once, and asks SQLite for nothing else (a finished run's answer is not served)."""
+    finished = ResponseCache(tmp_path, run_id="run-finished")
+    finished.put(_key(finished, 1), Completion(text="old answer"))
+    finished.finish_run()
+    finished.close()
+    unfinished = ResponseCache(tmp_path, run_id="run-interrupted")
+    unfinished.put(_key(unfinished, 2), Completion(text="interrupted answer"))
+    unfinished.close()
+
+    cache = ResponseCache(tmp_path, run_id="run-new")
+    asked: list[list[str]] = []
+    get_many = cache.get_many
+
+    def counted(keys: list[str], across_runs: bool = False) -> dict[str, object]:
+        asked.append(keys)
+        return get_many(keys, across_runs=across_runs)  # type: ignore[return-value]
+
+    monkeypatch.setattr(cache, "get_many", counted)
+
+    async def look() -> list[str | None]:
+        worker = cache.worker()
+        found = [await worker.lookup(_key(cache, i)) for i in (1, 2, 3)]
+        worker.store(_key(cache, 3), Completion(text="new answer"))
+        found.append(await worker.lookup(_key(cache, 3)))
+        return [stored.completion.text if stored else None for stored in found]
+
+    assert asyncio.run(look()) == [None, "interrupted answer", None, "new answer"]
+    assert asked == [[_key(cache, 2)], [_key(cache, 3)]]  # not keys 1 and 3 before it was stored
     cache.close()
