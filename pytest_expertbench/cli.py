@@ -15,8 +15,8 @@ from pytest_expertbench import __version__, baseline_cli, cache_cli
 from pytest_expertbench.baseline import BaselineError, Snapshot, load
 from pytest_expertbench.cache import CacheError
 from pytest_expertbench.config import ConfigError
-from pytest_expertbench.gate import GATE_MODES, GateRule, compare, decide
-from pytest_expertbench.records import Threshold
+from pytest_expertbench.gate import GateRule, compare, decide
+from pytest_expertbench.records import GATE_MODES, Threshold
 from pytest_expertbench.report import BenchmarkResult, read_results
 from pytest_expertbench.summary import (
     align_columns,

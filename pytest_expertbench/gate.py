@@ -23,7 +23,7 @@ from pytest_expertbench import stats
 from pytest_expertbench.baseline import MetricGate, Snapshot
 from pytest_expertbench.comparability import differences, is_timing
 from pytest_expertbench.flips import Flip, flips_since
-from pytest_expertbench.records import Direction, MetricResult, Threshold
+from pytest_expertbench.records import Direction, GateMode, MetricResult, Threshold
 
 MetricStatus = Literal[
     "regression",
@@ -35,8 +35,6 @@ MetricStatus = Literal[
     "missing",
     "not_compared",
 ]
-GateMode = Literal["threshold", "significant", "both"]
-GATE_MODES: tuple[GateMode, ...] = ("threshold", "significant", "both")
 FAILING: frozenset[str] = frozenset({"regression", "incomplete"})
 
 

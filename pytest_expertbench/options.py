@@ -140,7 +140,7 @@ def _ini_dir(config: pytest.Config) -> Path:
 
 def settings_from(config: pytest.Config, suites: str) -> Settings:
     from pytest_expertbench.config import DEFAULT_MAX_CONCURRENCY, ConfigError
-    from pytest_expertbench.gate import GATE_MODES
+    from pytest_expertbench.records import GATE_MODES
     from pytest_expertbench.run import CacheMode, Settings, run_id
     from pytest_expertbench.thresholds import parse_threshold
 

@@ -15,6 +15,9 @@ from typing import Any, Literal
 from pytest_expertbench.errors import ExpertBenchError
 
 Direction = Literal["higher", "lower"]
+# How the gate decides a regression (gate.py): beyond the threshold, significant, or both.
+GateMode = Literal["threshold", "significant", "both"]
+GATE_MODES: tuple[GateMode, ...] = ("threshold", "significant", "both")
 
 
 @dataclass(frozen=True)
