@@ -40,6 +40,7 @@ from pytest_expertbench.records import (
     Completion,
     Example,
     ExampleResult,
+    GateMode,
     Request,
     Threshold,
     repeat_aggregation,
@@ -66,7 +67,7 @@ class Settings:
     baseline_dir_given: bool = False  # named by the user: a missing folder is then an error
     save_baseline: SaveMode = "off"
     threshold: Threshold = field(default_factory=lambda: Threshold(rel=0.05))
-    gate: gates.GateMode = "both"
+    gate: GateMode = "both"
     alpha: float = 0.05
     coverage: float = 0.9  # a metric over fewer than this share of the examples run fails
     report_dir: Path = Path("reports/expertbench")
