@@ -29,11 +29,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pytest_expertbench.errors import ExpertBenchError
-from pytest_expertbench.records import Completion, Request, ToolCall
+from pytest_expertbench.cache_store import CacheError, decode, encode, open_connection
+from pytest_expertbench.records import Completion, Request
 
 if TYPE_CHECKING:
     from pytest_expertbench.cache_worker import CacheWorker
+
+__all__ = [
+    "CACHE_MODES",
+    "FILE_NAME",
+    "LEGACY_RUN",
+    "MODE_ALIASES",
+    "CacheError",
+    "CacheMode",
+    "ResponseCache",
+    "RunInfo",
+    "Stored",
+    "cache_file",
+    "new_run_id",
+]
 
 CacheMode = Literal["resume", "reuse", "refresh", "off"]
 CACHE_MODES: tuple[CacheMode, ...] = ("resume", "reuse", "refresh", "off")
@@ -42,34 +56,8 @@ FILE_NAME = "responses.sqlite3"
 LEGACY_RUN = "legacy"  # answers stored before the cache recorded run ids
 _FILE_SUFFIXES = (".sqlite3", ".sqlite", ".db")
 _KEY_VERSION = 1
-# user_version 0 with a bare ``responses`` table (key, completion, stored_at) is the
-# schema before run ids; it is upgraded in place, its answers becoming LEGACY_RUN's.
-_SCHEMA_VERSION = 2
-_RESPONSES = """
-CREATE TABLE IF NOT EXISTS responses (
-    key TEXT PRIMARY KEY,
-    completion TEXT NOT NULL,
-    stored_at REAL NOT NULL,
-    run_id TEXT,
-    fingerprint TEXT
-)
-"""
-_NEW_COLUMNS = ("run_id", "fingerprint")
-_RUNS = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    resumed_by TEXT
-)
-"""
-_INDEX = "CREATE INDEX IF NOT EXISTS responses_by_run ON responses (run_id)"
 _ISSUED: Counter[str] = Counter()
 _KEYS_PER_QUERY = 500  # under SQLite's limit of bound parameters in one statement
-
-
-class CacheError(ExpertBenchError):
-    """The cache file cannot be used; the message names it and says what to do."""
 
 
 def new_run_id() -> str:
@@ -136,7 +124,7 @@ class ResponseCache:
         self._run_recorded = False
         self._resumed: set[str] = set()  # unfinished runs this process served answers of
         self._worker: CacheWorker | None = None
-        self._connection = None if mode == "off" else self._open()
+        self._connection = None if mode == "off" else open_connection(self.file)
 
     def worker(self) -> CacheWorker:
         """The one thread through which a run's engines read and write (cache_worker.py)."""
@@ -204,9 +192,7 @@ class ResponseCache:
                 ).fetchall()
                 for key, raw, run, fingerprint, stored_at, known, finished_at in rows:
                     if self._servable(run, known is not None and finished_at is None, across_runs):
-                        completion = replace(
-                            _decode(raw, self.file), server_fingerprint=fingerprint
-                        )
+                        completion = replace(decode(raw, self.file), server_fingerprint=fingerprint)
                         found[key] = Stored(completion, run or LEGACY_RUN, float(stored_at))
         return found
 
@@ -246,7 +232,7 @@ class ResponseCache:
                     self._execute(
                         "INSERT OR REPLACE INTO responses "
                         "(key, completion, stored_at, run_id, fingerprint) VALUES (?, ?, ?, ?, ?)",
-                        (key, _encode(completion), now, self.run_id, completion.server_fingerprint),
+                        (key, encode(completion), now, self.run_id, completion.server_fingerprint),
                     )
                 self._execute("COMMIT", ())
             except BaseException:
@@ -334,112 +320,9 @@ class ResponseCache:
         self._resumed.add(run)
         self._execute("UPDATE runs SET resumed_by = ? WHERE run_id = ?", (self.run_id, run))
 
-    def _open(self) -> sqlite3.Connection:
-        try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: autocommit, so every put is committed on its own.
-            connection = sqlite3.connect(
-                self.file, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise CacheError(f"{self.file}: cannot open the response cache: {exc}") from None
-        try:
-            connection.execute("PRAGMA busy_timeout = 30000")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            self._migrate(connection)
-            connection.execute(
-                "SELECT key, completion, stored_at, run_id, fingerprint FROM responses LIMIT 1"
-            ).fetchall()
-            connection.execute("SELECT run_id, finished_at, resumed_by FROM runs LIMIT 1")
-        except sqlite3.DatabaseError as exc:
-            connection.close()
-            raise CacheError(
-                f"{self.file}: not a usable response cache ({exc}); "
-                "delete the file to start a new cache"
-            ) from None
-        except CacheError:
-            connection.close()
-            raise
-        return connection
-
-    def _migrate(self, connection: sqlite3.Connection) -> None:
-        """Create the schema, or upgrade an older one in place, in one transaction that
-        holds the write lock (several workers may open an old file at once)."""
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version == _SCHEMA_VERSION:
-            return
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise CacheError(
-                    f"{self.file}: written by a newer pytest-expertbench (cache schema "
-                    f"{version}, this one knows {_SCHEMA_VERSION}); upgrade, or use another "
-                    "--expert-bench-cache-dir"
-                )
-            if version < _SCHEMA_VERSION:
-                connection.execute(_RESPONSES)
-                columns = {row[1] for row in connection.execute("PRAGMA table_info(responses)")}
-                for column in _NEW_COLUMNS:
-                    if column not in columns:
-                        connection.execute(f"ALTER TABLE responses ADD COLUMN {column} TEXT")
-                connection.execute(_RUNS)
-                connection.execute(_INDEX)
-                connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            connection.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-            raise
-
     def _execute(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Cursor:
         assert self._connection is not None
         try:
             return self._connection.execute(sql, parameters)
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"{self.file}: the response cache failed: {exc}") from None
-
-
-def _encode(completion: Completion) -> str:
-    return json.dumps(
-        {
-            "text": completion.text,
-            "tool_calls": [[call.name, call.arguments] for call in completion.tool_calls],
-            "latency_ms": completion.latency_ms,
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-            "attempts": completion.attempts,
-            **_stream_timing(completion),
-        },
-        ensure_ascii=False,
-    )
-
-
-def _stream_timing(completion: Completion) -> dict[str, Any]:
-    """A streamed answer's timing, kept with it as its latency is (absent otherwise)."""
-    if completion.ttft_ms is None:
-        return {}
-    timing = {"ttft_ms": completion.ttft_ms, "itl_ms": list(completion.itl_ms)}
-    return timing | ({"tpot_ms": completion.tpot_ms} if completion.tpot_ms is not None else {})
-
-
-def _decode(raw: str, file: Path) -> Completion:
-    try:
-        data = json.loads(raw)
-        return Completion(
-            text=data["text"],
-            tool_calls=tuple(ToolCall(name, arguments) for name, arguments in data["tool_calls"]),
-            latency_ms=float(data["latency_ms"]),
-            prompt_tokens=data["prompt_tokens"],
-            completion_tokens=data["completion_tokens"],
-            cached=True,
-            attempts=int(data["attempts"]),
-            ttft_ms=data.get("ttft_ms"),  # streamed answers only
-            tpot_ms=data.get("tpot_ms"),
-            itl_ms=tuple(data.get("itl_ms", ())),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CacheError(
-            f"{file}: a stored answer cannot be read ({exc!r}); delete the file to start afresh"
-        ) from None
