@@ -143,7 +143,10 @@ def test_auto_from_the_command_line_stops_at_max_concurrency(project: Project) -
         result = project.run("--expert-bench=quick", "--expert-bench-concurrency=auto", OUT)
         most = server.max_concurrent
     result.assert_outcomes(passed=100, skipped=1)
-    assert settled_and_peak(result.stdout.str()) == (12, 12)
+    settled, peak = settled_and_peak(result.stdout.str())
+    # It goes up to the maximum and never past it; whether the raise to 12 is kept depends
+    # on the answers' latency, which a loaded machine (-n 2 of the whole suite) changes.
+    assert peak == 12 and settled in (8, 12)
     assert most == 12
 
 
