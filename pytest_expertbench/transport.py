@@ -213,15 +213,12 @@ def _raise_failure(url: str, exc: Exception, headers: Mapping[str, str] | None) 
             " (a TLS or HTTP/2-only server?)"
         ) from None
     reason = one_line(str(exc)) or type(exc).__name__
-    raise TargetError(
-        f"cannot reach {url}: {reason}",
-        retryable=True,
-        # Reaching the server failed, not a connection it had accepted: a reset of a
-        # kept-alive connection (a server's parser crashed on a 500) is an answer of
-        # sorts, and must not open the breaker on a server that is up.
-        connection_failed=isinstance(exc, httpx.ConnectError)
-        or _caused_by(exc, ConnectionRefusedError),
-    ) from None
+    # Reaching the server failed, not a connection it had accepted: a reset of a
+    # kept-alive connection (a server's parser crashed on a 500) is an answer of sorts,
+    # and must neither open the breaker on a server that is up nor read as unreachable.
+    unreachable = isinstance(exc, httpx.ConnectError) or _caused_by(exc, ConnectionRefusedError)
+    said = f"cannot reach {url}" if unreachable else f"the connection to {url} was dropped"
+    raise TargetError(f"{said}: {reason}", retryable=True, connection_failed=unreachable) from None
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -121,7 +121,9 @@ def test_a_cut_stream_fails_with_one_retryable_line(project: Project, server: Fa
     server.script(match="2 + 3", faults=["cut"])
     result = project.run("--expert-bench=quick", "--expert-bench-cache=off", OUT)
     result.assert_outcomes(passed=5, errors=1, failed=1)
-    result.stdout.fnmatch_lines(["*mini[[]q0[]]: model request failed: cannot reach *"])
+    result.stdout.fnmatch_lines(
+        ["*mini[[]q0[]]: model request failed: the connection to * was dropped: *"]
+    )
     assert "\n" not in examples(project)["q0"]["error"]
 
 

@@ -190,7 +190,7 @@ def test_a_missing_model_is_a_one_line_404() -> None:
         ("400", False, 400, None, "HTTP 400"),
         ("malformed", False, 200, None, "malformed JSON"),
         ("empty", False, None, None, "no choices"),
-        ("drop", True, None, None, "cannot reach"),
+        ("drop", True, None, None, "was dropped"),
     ],
 )
 def test_server_faults(

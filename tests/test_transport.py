@@ -406,7 +406,7 @@ def test_a_dropped_connection_is_retryable(server: FakeOpenAI, environ: pytest.M
     server.script(match="6 x 7", faults=["drop"])
     url = server.base_url + "/chat/completions"
     error = error_of(url)
-    assert error.message.startswith(f"cannot reach {url}: ")
+    assert error.message.startswith(f"the connection to {url} was dropped: ")
     assert error.retryable
     assert content_of(ask(url)) == ANSWER  # and asking again helps
 
@@ -419,7 +419,7 @@ def test_a_reset_by_a_server_that_was_reached_is_no_failed_connection(
     server.script(match="6 x 7", faults=["reset"])
     url = server.base_url + "/chat/completions"
     error = error_of(url)
-    assert error.message.startswith(f"cannot reach {url}: ")
+    assert error.message.startswith(f"the connection to {url} was dropped: ")  # not unreachable
     assert error.retryable
     assert not error.connection_failed
     assert error_of(f"http://127.0.0.1:{closed_port()}/v1/chat/completions").connection_failed
