@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -303,8 +304,11 @@ def check_tools(server: Server, work: Path, table: Table) -> None:
     (folder / "targets.yaml").write_text(yaml.safe_dump(targets, sort_keys=False))
     streamed = run_plugin(folder)
     streamed_calls = [row.get("tool_calls") for row in streamed.examples()]
-    ok = streamed.code == 0 and streamed_calls == calls and not errors_of(streamed) and any(calls)
     seen = f"exit {streamed.code}; equal to non-streamed: {streamed_calls == calls}"
+    if not any(calls):  # e.g. transformers serve parses tool calls of a few model types only
+        table.add("tools, streamed", None, f"the model made no tool calls to compare; {seen}")
+        return
+    ok = streamed.code == 0 and streamed_calls == calls and not errors_of(streamed)
     table.add("tools, streamed", ok, f"{seen}; {errors_of(streamed)[:1]}")
 
 
@@ -415,18 +419,27 @@ def check_killed(server: Server, work: Path, table: Table) -> None:
     folder = write_bench(
         work / "killed", target(server, max_retries=1, concurrency=1), generation=many
     )
-    rows = [{"id": f"q{i}", "question": f"{QUESTIONS[i % 4]} ({i})"} for i in range(40)]
+    # Enough rows that a model which stops early (10 tokens, not 200) is still asking at 3 s
+    rows = [{"id": f"q{i}", "question": f"{QUESTIONS[i % 4]} ({i})"} for i in range(400)]
     (folder / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     kill, restart = server.kill, server.restart
-    import threading
+    killed = threading.Event()
 
-    timer = threading.Timer(3.0, kill)
+    def kill_now() -> None:
+        killed.set()
+        kill()
+
+    timer = threading.Timer(3.0, kill_now)
     timer.start()
     try:
         run = run_plugin(folder, timeout_s=300)
     finally:
         timer.cancel()
-        restart()
+        if killed.is_set():
+            restart()
+    if not killed.is_set():
+        table.add("server killed mid-run", None, f"the run ended in {run.seconds:.1f} s, unkilled")
+        return
     errors = errors_of(run)
     answered = len(run.examples()) - len(errors)
     ok = run.code != 0 and one_line_errors(run) and run.seconds < 120
@@ -479,6 +492,9 @@ class ManagedServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> None:
+        """Start the server, killing the one this object started before if it still runs
+        (else it would answer the health check and outlive the script)."""
+        self.kill()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         command = [str(self.venv / "bin" / "transformers"), "serve", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), self.model]
