@@ -15,7 +15,8 @@ measures:
              httpx.AsyncClient per request in flight, as many in flight as (d) allows,
              no pytest. What it takes beyond (d) is the fake server's own overhead (a
              threaded Python server on the same two cores answers 32 requests of 0.2 s
-             in about 0.21 s each, not 0.2), which no client can avoid.
+             in about 0.206 s each, not 0.2) and the last, partial round of requests,
+             which no client can avoid.
 
 and prints wall/(limit+bare) (the plugin's own cost: 1.0 is perfect), wall/(client+bare)
 (its cost against the plain alternative), wall/limit, seq/wall (the speed-up over a
