@@ -18,9 +18,13 @@ measures:
              in about 0.206 s each, not 0.2) and the last, partial round of requests,
              which no client can avoid.
 
+  (f) overlap bare pytest's N trivial tests with the plain client (e) running on a thread
+             of the same process: the floor of any design that asks the model from
+             pytest's process, since the client's CPU and pytest's share one GIL
+
 and prints wall/(limit+bare) (the plugin's own cost: 1.0 is perfect), wall/(client+bare)
-(its cost against the plain alternative), wall/limit, seq/wall (the speed-up over a
-sequential loop) and wall/bare.
+(its cost against the plain alternative), wall/overlap (against the in-process floor),
+wall/limit, seq/wall (the speed-up over a sequential loop) and wall/bare.
 
     python bench/throughput.py --n 1319 --latency 0.2 --capacity 64 --concurrency 32
     python bench/throughput.py --n 1319 --latency 0.2 --skip-sequential
@@ -180,8 +184,8 @@ def expertbench_command(
     ]
 
 
-def write_bare_tests(folder: Path, n: int) -> Path:
-    bare = folder / "bare"
+def write_bare_tests(folder: Path, n: int, name: str = "bare") -> Path:
+    bare = folder / name
     bare.mkdir()
     (bare / "test_bare.py").write_text(
         f"import pytest\n\n\n@pytest.mark.parametrize('i', range({n}))\n"
@@ -190,14 +194,61 @@ def write_bare_tests(folder: Path, n: int) -> Path:
     return bare
 
 
+OVERLAP_CONFTEST = """
+import os, sys, threading
+
+sys.path.insert(0, os.environ["EXPERTBENCH_BENCH_DIR"])
+from throughput import plain_client
+
+URLS = os.environ["EXPERTBENCH_BENCH_URLS"].split(",")
+REQUESTS = int(os.environ["EXPERTBENCH_BENCH_REQUESTS"])
+SLOTS = int(os.environ["EXPERTBENCH_BENCH_SLOTS"])
+done = threading.Event()
+
+
+def _ask():
+    try:
+        plain_client(URLS, REQUESTS, SLOTS)
+    finally:
+        done.set()
+
+
+def pytest_sessionstart(session):
+    threading.Thread(target=_ask, daemon=True).start()
+
+
+def pytest_sessionfinish(session):
+    done.wait()
+"""
+
+
+def write_overlap_tests(folder: Path, n: int) -> Path:
+    """The bare tests, with a conftest that runs the plain client on a thread meanwhile."""
+    overlap = write_bare_tests(folder, n, name="overlap")
+    (overlap / "conftest.py").write_text(OVERLAP_CONFTEST)
+    return overlap
+
+
+def overlap_env(urls: list[str], requests: int, slots: int) -> dict[str, str]:
+    return {
+        **RUN_ENV,
+        "EXPERTBENCH_BENCH_DIR": str(Path(__file__).resolve().parent),
+        "EXPERTBENCH_BENCH_URLS": ",".join(urls),
+        "EXPERTBENCH_BENCH_REQUESTS": str(requests),
+        "EXPERTBENCH_BENCH_SLOTS": str(slots),
+    }
+
+
 def bare_command() -> list[str]:
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_bare.py"]
 
 
-def timed(command: list[str], cwd: Path, echo: str | None = None) -> float:
+def timed(
+    command: list[str], cwd: Path, echo: str | None = None, env: dict[str, str] | None = None
+) -> float:
     """Seconds ``command`` took; ``echo``: print its output lines that start so."""
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=RUN_ENV)
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env or RUN_ENV)
     elapsed = time.perf_counter() - started
     for line in done.stdout.splitlines() if echo else ():
         if line.startswith(echo or ""):
@@ -311,7 +362,8 @@ def throughput(args: argparse.Namespace) -> None:
         base_url = urls if len(urls) > 1 else server.base_url
         suite = write_benchmark(folder, args.n, base_url, args.concurrency, judge=args.judge)
         bare_dir = write_bare_tests(folder, args.n)
-        walls, bares = [], []
+        overlap_dir = write_overlap_tests(folder, args.n)
+        walls, bares, overlaps = [], [], []
         # A first run records the baseline every timed run is then compared with.
         saving = expertbench_command(folder, suite, args.concurrency, cache="cache-0")
         timed([*saving, "--expert-bench-save-baseline"], folder)
@@ -330,8 +382,10 @@ def throughput(args: argparse.Namespace) -> None:
             asked = sum(shares[-1])
             bares.append(timed(bare_command(), bare_dir))
             clients.append(plain_client(urls, passes * args.n, slots))
+            together = overlap_env(urls, passes * args.n, slots)
+            overlaps.append(timed(bare_command(), overlap_dir, env=together))
         wall, bare = statistics.median(walls), statistics.median(bares)
-        client = statistics.median(clients)
+        client, overlap = statistics.median(clients), statistics.median(overlaps)
         seq = None if args.skip_sequential else sequential(server.base_url, args.n)
     limit = passes * args.n * args.latency / slots
     replicas = f" x {args.replicas} replicas" if args.replicas > 1 else ""
@@ -347,7 +401,7 @@ def throughput(args: argparse.Namespace) -> None:
     if args.repeat > 1:
         print(
             f"  medians of {args.repeat} runs: wall {_runs(walls)}; bare {_runs(bares)};"
-            f" client {_runs(clients)}"
+            f" client {_runs(clients)}; overlap {_runs(overlaps)}"
         )
     rows = [
         ("wall: pytest --expert-bench", f"{wall:.2f} s"),
@@ -355,8 +409,11 @@ def throughput(args: argparse.Namespace) -> None:
         ("bare: pytest, N trivial tests", f"{bare:.2f} s"),
         ("limit: N x latency / concurrency", f"{limit:.2f} s"),
         ("client: plain asyncio + httpx loop", f"{client:.2f} s"),
+        ("overlap: bare with (e) on a thread", f"{overlap:.2f} s"),
         ("wall / (limit + bare)", _ratio(wall, limit + bare)),
         ("wall / (client + bare)", _ratio(wall, client + bare)),
+        ("wall / overlap", _ratio(wall, overlap)),
+        ("overlap / bare", _ratio(overlap, bare)),
         ("client / limit", _ratio(client, limit)),
         ("wall / limit", _ratio(wall, limit)),
         ("seq / wall", _ratio(seq, wall) if seq is not None else "skipped"),
