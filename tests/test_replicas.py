@@ -36,7 +36,10 @@ def spec(**options: Any) -> TargetSpec:
 
 
 def request_line(output: str) -> str:
-    return next(line for line in output.splitlines() if line.startswith("requests mini:"))
+    """The run's request line, at its end: not a progress line (``… q0 has waited 5 s``)
+    that a run slowed by retries prints before it."""
+    lines = [line for line in output.splitlines() if line.startswith("requests mini:")]
+    return lines[-1]
 
 
 # ---------------------------------------------------------------------------- ReplicaSet
