@@ -138,10 +138,11 @@ class ResponseCache:
                 self._worker = CacheWorker(self)
             return self._worker
 
-    def flush(self) -> None:
-        """Wait until every answer the worker was given is stored (raises a failed write)."""
+    def flush(self, *, raise_error: bool = True) -> None:
+        """Wait until every answer the worker was given is stored; raise a failed write
+        (without ``raise_error`` it waits for the flush that reports it)."""
         if self._worker is not None:
-            self._worker.flush()
+            self._worker.flush(raise_error=raise_error)
 
     def key(self, identity: Mapping[str, Any], request: Request) -> str:
         """The same question to the same model gives the same key, whatever the benchmark.

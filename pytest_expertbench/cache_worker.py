@@ -85,14 +85,15 @@ class CacheWorker:
         self._jobs.put(_Lookup(key, across_runs, future))
         return await future
 
-    def flush(self) -> None:
-        """Wait until every answer queued so far is stored; raise the first failed write."""
+    def flush(self, *, raise_error: bool = True) -> None:
+        """Wait until every answer queued so far is stored; raise the first failed write
+        (without ``raise_error`` it is kept for the next flush that does)."""
         done = threading.Event()
         self._jobs.put(_Flush(done))
         while not done.wait(0.5):
             if not self._thread.is_alive():
                 break
-        if self._error is not None:
+        if raise_error and self._error is not None:
             error, self._error = self._error, None
             raise error
 

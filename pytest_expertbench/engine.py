@@ -211,7 +211,9 @@ class Engine:
         return self._peak_in_flight
 
     def close(self) -> None:
-        """Cancel what is in flight, close the client and stop the thread; idempotent."""
+        """Cancel what is in flight, close the client and stop the thread; idempotent.
+        The answers it gave are stored in the cache by then (a failed write is reported
+        by the cache's owner, at its own flush)."""
         with self._lock:
             if self._closed:
                 return
@@ -228,6 +230,8 @@ class Engine:
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
+        if self._cached.cache is not None:
+            self._cached.cache.flush(raise_error=False)
 
     def __enter__(self) -> Engine:
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,6 +245,29 @@ def test_fields_count_in_the_cache_key_only_for_a_target_that_reads_them(
         ask(target_of(server), {"x": "1"})
         second = ask(target_of(server), {"x": "2"})
     assert second.cached and server.total == 1
+
+
+def test_a_closed_engine_has_stored_its_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache stores from a thread of its own; closing the engine waits for it, so
+    another process (here: another connection) finds every answer at once."""
+    target = PythonTarget(name="py", function_name="echo", function=lambda prompt: prompt)
+    cache = ResponseCache(tmp_path)
+    store = cache.put_many
+
+    def slow_disk(answers: list[tuple[str, Completion]]) -> None:
+        time.sleep(0.2)
+        store(answers)
+
+    monkeypatch.setattr(cache, "put_many", slow_disk)
+    with Engine(target, FAST, cache) as engine:
+        engine.prefetch([Request("b", str(i), f"question {i}") for i in range(200)])
+        for i in range(200):
+            engine.result(Request("b", str(i), f"question {i}"))
+    with sqlite3.connect(tmp_path / "responses.sqlite3") as other:
+        assert other.execute("select count(*) from responses").fetchone()[0] == 200
+    cache.close()
 
 
 def test_two_processes_share_one_cache(server: FakeOpenAI, tmp_path: Path) -> None:
