@@ -271,6 +271,12 @@ class _Server(ThreadingHTTPServer):
         finally:
             self.fake.disconnected(sock)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (a run stopped, a bench's clients closed) is no error
+        worth a traceback on stderr; anything else still gets one."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(_Handler):
