@@ -13,13 +13,14 @@ again could help (``retryable``), whether the server was reached at all
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import math
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
@@ -92,7 +93,7 @@ class HttpModelClient:
 
     async def stream_lines(
         self, url: str, payload: Any, *, headers: Mapping[str, str] | None = None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """POST ``payload`` as JSON and yield the answer's non-empty lines as they arrive.
 
         Fails as :meth:`request_json` does; a connection lost mid-answer is retryable.
@@ -104,8 +105,9 @@ class HttpModelClient:
                 if response.status_code >= 400:
                     await response.aread()
                     raise _status_error(url, response)
-                async for line in _lines(response):
-                    yield line
+                async with contextlib.aclosing(_lines(response)) as lines:
+                    async for line in lines:
+                        yield line
             finally:
                 await response.aclose()
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeEncodeError) as exc:
@@ -176,15 +178,16 @@ def _new_httpx(ssl_context: ssl.SSLContext | None, limits: httpx.Limits) -> http
     return httpx.AsyncClient(verify=verify, limits=limits, timeout=None, trust_env=True)
 
 
-async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+async def _lines(response: httpx.Response) -> AsyncGenerator[str, None]:
     """The body's non-empty lines (LF or CRLF), split from the decoded bytes as they come
     (one layer fewer than httpx's ``aiter_lines``, which decodes text chunk by chunk)."""
     rest = b""
-    async for chunk in response.aiter_bytes():
-        *lines, rest = (rest + chunk).split(b"\n")
-        for line in lines:
-            if line := line.rstrip(b"\r"):
-                yield line.decode("utf-8", "replace")
+    async with contextlib.aclosing(response.aiter_bytes()) as chunks:  # type: ignore[type-var]
+        async for chunk in chunks:
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                if line := line.rstrip(b"\r"):
+                    yield line.decode("utf-8", "replace")
     if rest := rest.rstrip(b"\r"):
         yield rest.decode("utf-8", "replace")
 

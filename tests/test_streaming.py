@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_expertbench.records import Completion
+from pytest_expertbench.config import TargetSpec
+from pytest_expertbench.engine import Engine, EngineSettings
+from pytest_expertbench.records import Completion, Request, TargetError
 from pytest_expertbench.streaming import TokenClock, stream_scores
+from pytest_expertbench.targets import build_target
 from tests.helpers import QUESTIONS, Project, short_benchmark
 from tests.support.fake_openai import FakeOpenAI
 
@@ -162,3 +168,30 @@ def test_stream_must_be_true_or_false(project: Project) -> None:
     result = project.run("--expert-bench=quick")
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*targets.yaml: targets.live.stream: expected true or false*"])
+
+
+@pytest.mark.parametrize("kind", ["openai", "ollama"])
+def test_a_stream_that_fails_gives_its_connection_back_at_once(
+    server: FakeOpenAI, kind: str
+) -> None:
+    """A malformed event ends the reading early. The stream must be closed then, not when
+    the garbage collector finds it (here: never, gc off): else its connection stayed
+    checked out of its client, and the next request on that client waited until its
+    timeout (a run in CI waited 120 s)."""
+    server.script(match="10 - 4", faults=["bad-event"])
+    base_url = server.base_url if kind == "openai" else server.root_url
+    options = {"base_url": base_url, "model": "m", "stream": True}
+    target = build_target(TargetSpec("live", kind, options, Path()))
+    bad = Request("mini", "q0", "What is 10 - 4?")
+    good = Request("mini", "q1", "What is 2 + 3?")
+    gc.disable()
+    try:
+        with Engine(target, EngineSettings(concurrency=1, timeout_s=5.0, max_retries=0)) as engine:
+            engine.prefetch([bad, good])
+            with pytest.raises(TargetError, match="malformed"):
+                engine.result(bad)
+            started = time.monotonic()
+            assert engine.result(good).text == ANSWERS["What is 2 + 3?"]
+            assert time.monotonic() - started < 2.0
+    finally:
+        gc.enable()

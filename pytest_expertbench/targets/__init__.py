@@ -7,11 +7,12 @@ engine owns timing, retries, concurrency and the cache. A target raises
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pytest_expertbench.config import ConfigError, TargetSpec
@@ -55,8 +56,9 @@ class ModelClient(Protocol):
 
     def stream_lines(
         self, url: str, payload: Any, *, headers: Mapping[str, str] | None = None
-    ) -> AsyncIterator[str]:
-        """POST ``payload`` as JSON; the answer's non-empty lines as they arrive (SSE, NDJSON)."""
+    ) -> AsyncGenerator[str, None]:
+        """POST ``payload`` as JSON; the answer's non-empty lines as they arrive (SSE, NDJSON).
+        The caller closes the generator (``aclose``), which releases the connection."""
         ...
 
 
@@ -128,7 +130,7 @@ class Options(Reader):
         return value
 
     def reject_unknown(self, allowed: str, noun: str = "") -> None:
-        super().reject_unknown(allowed, noun or f"option for a {self.spec.kind} target")
+        super().reject_unknown(allowed, noun or f"option for {self.spec.kind} targets")
 
 
 def _at(spec: TargetSpec) -> str:
@@ -205,7 +207,11 @@ async def ask_served(
 
     async def read(base_url: str) -> Completion:
         url = target.url_at(base_url)
-        return await target.read_stream(client.stream_lines(url, payload, headers=headers), url)
+        # Closed here, whatever stops the reading (a malformed event, the answer's end
+        # before the body's): left to the garbage collector, the stream kept its
+        # connection, and the next request of its client waited for it until timed out.
+        async with contextlib.aclosing(client.stream_lines(url, payload, headers=headers)) as lines:
+            return await target.read_stream(lines, url)
 
     replicas = target.replicas
     assert replicas is not None

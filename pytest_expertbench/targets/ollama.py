@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,19 +91,20 @@ class OllamaTarget:
         text: list[str] = []
         calls: list[ToolCall] = []
         last: Mapping[str, Any] = {}
-        async for last in ndjson_objects(lines, url):
-            if self.endpoint == "chat":
-                message = last.get("message")
-                message = message if isinstance(message, Mapping) else {}
-                piece = message.get("content")
-                found = tool_calls_in(message.get("tool_calls"), url)  # whole, not in pieces
-            else:
-                piece, found = last.get("response"), ()
-            piece = piece if isinstance(piece, str) else ""
-            if piece or found:
-                clock.tick()
-                text.append(piece)
-                calls.extend(found)
+        async with contextlib.aclosing(ndjson_objects(lines, url)) as objects:
+            async for last in objects:
+                if self.endpoint == "chat":
+                    message = last.get("message")
+                    message = message if isinstance(message, Mapping) else {}
+                    piece = message.get("content")
+                    found = tool_calls_in(message.get("tool_calls"), url)  # whole, not in pieces
+                else:
+                    piece, found = last.get("response"), ()
+                piece = piece if isinstance(piece, str) else ""
+                if piece or found:
+                    clock.tick()
+                    text.append(piece)
+                    calls.extend(found)
         completion = Completion(
             text="".join(text),
             tool_calls=tuple(calls),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,18 +95,23 @@ class OpenAITarget:
         calls = ToolCallDeltas()
         usage: Mapping[str, Any] = {}
         fingerprint = None
-        async for event in sse_events(lines, url):
-            if isinstance(event.get("usage"), Mapping):
-                usage = event["usage"]
-            if isinstance(event.get("system_fingerprint"), str) and event["system_fingerprint"]:
-                fingerprint = event["system_fingerprint"]
-            choices = event.get("choices")
-            if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-                continue  # the usage event has no choices
-            piece, had_calls = self._delta(choices[0], calls, url)
-            if piece or had_calls:
-                clock.tick()
-                text.append(piece)
+        async with contextlib.aclosing(sse_events(lines, url)) as events:
+            async for event in events:
+                if isinstance(event.get("usage"), Mapping):
+                    usage = event["usage"]
+                if isinstance(event.get("system_fingerprint"), str) and event["system_fingerprint"]:
+                    fingerprint = event["system_fingerprint"]
+                choices = event.get("choices")
+                if (
+                    not isinstance(choices, list)
+                    or not choices
+                    or not isinstance(choices[0], Mapping)
+                ):
+                    continue  # the usage event has no choices
+                piece, had_calls = self._delta(choices[0], calls, url)
+                if piece or had_calls:
+                    clock.tick()
+                    text.append(piece)
         completion = Completion(
             text="".join(text),
             tool_calls=calls.calls(url),

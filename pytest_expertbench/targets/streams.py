@@ -9,7 +9,7 @@ stream, would not.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,9 @@ from pytest_expertbench.records import TargetError, ToolCall, one_line
 _DONE = "[DONE]"
 
 
-async def sse_events(lines: AsyncIterator[str], url: str) -> AsyncIterator[Mapping[str, Any]]:
+async def sse_events(
+    lines: AsyncIterator[str], url: str
+) -> AsyncGenerator[Mapping[str, Any], None]:
     """The JSON ``data:`` of each event, up to ``data: [DONE]``. A stream that ends without
     it after a choice's ``finish_reason`` is whole too: transformers serve (5.24) sends no
     ``[DONE]``, its last chunk holds the finish_reason and the usage."""
@@ -43,7 +45,9 @@ def _finishes(event: Mapping[str, Any]) -> bool:
     )
 
 
-async def ndjson_objects(lines: AsyncIterator[str], url: str) -> AsyncIterator[Mapping[str, Any]]:
+async def ndjson_objects(
+    lines: AsyncIterator[str], url: str
+) -> AsyncGenerator[Mapping[str, Any], None]:
     """Each line's JSON object, up to and with the one that says ``"done": true``."""
     async for line in lines:
         data = _event(line, url)
