@@ -191,11 +191,27 @@ class ResponseCache:
                     f"LEFT JOIN runs u ON u.run_id = r.run_id WHERE r.key IN ({marks})",
                     tuple(chunk),
                 ).fetchall()
-                for key, raw, run, fingerprint, stored_at, known, finished_at in rows:
-                    if self._servable(run, known is not None and finished_at is None, across_runs):
-                        completion = replace(decode(raw, self.file), server_fingerprint=fingerprint)
-                        found[key] = Stored(completion, run or LEGACY_RUN, float(stored_at))
+                for key, *row in rows:
+                    stored = self._stored(row, across_runs)
+                    if stored is not None:
+                        found[key] = stored
         return found
+
+    def _stored(self, row: list[Any], across_runs: bool) -> Stored | None:
+        """One row of :meth:`get_many`'s query, if this mode serves it; with the lock held.
+
+        An answer without a run (legacy) or whose run is unknown counts as finished. An
+        unfinished run's answers are taken over by this run, whatever the mode.
+        """
+        raw, run, fingerprint, stored_at, known, finished_at = row
+        unfinished = run is not None and known is not None and finished_at is None
+        ours = run == self.run_id
+        if self.mode == "resume" and not across_runs and not ours and not unfinished:
+            return None
+        if unfinished and not ours:
+            self._mark_resumed(run)
+        completion = replace(decode(raw, self.file), server_fingerprint=fingerprint)
+        return Stored(completion, run or LEGACY_RUN, float(stored_at))
 
     def servable_keys(self) -> set[str] | None:
         """The keys :meth:`get` may serve without ``across_runs``, as the file holds them now,
@@ -241,20 +257,6 @@ class ResponseCache:
                     self._connection.execute("ROLLBACK")
                 raise
             self._run_recorded = True
-
-    def _servable(self, run: str | None, unfinished: bool, across_runs: bool) -> bool:
-        """Whether this mode serves an answer of ``run``; called with the lock held.
-
-        An answer without a run (legacy) or whose run is unknown counts as finished. An
-        unfinished run's answers are taken over by this run, whatever the mode.
-        """
-        unfinished = run is not None and unfinished
-        ours = run == self.run_id
-        if self.mode == "resume" and not across_runs and not ours and not unfinished:
-            return False
-        if unfinished and not ours and run is not None:
-            self._mark_resumed(run)
-        return True
 
     def finish_run(self) -> None:
         """Mark this run finished, with the unfinished runs it resumed: from now on their

@@ -106,7 +106,9 @@ class Options(Reader):
     name ``targets.<name>.<key>`` in the targets file, and the getters targets share."""
 
     def __init__(self, spec: TargetSpec) -> None:
-        super().__init__(spec.options, functools.partial(ConfigError, spec.source), _at(spec))
+        super().__init__(
+            spec.options, functools.partial(ConfigError, spec.source), f"targets.{spec.name}"
+        )
         self.spec = spec
 
     def required(self, key: str) -> str:
@@ -131,10 +133,6 @@ class Options(Reader):
 
     def reject_unknown(self, allowed: str, noun: str = "") -> None:
         super().reject_unknown(allowed, noun or f"option for {self.spec.kind} targets")
-
-
-def _at(spec: TargetSpec) -> str:
-    return f"targets.{spec.name}"
 
 
 def lookup(data: Any, path: str) -> Any:
